@@ -1,0 +1,1 @@
+"""The .nn grammar, shipped inside the package as nndsl.grammar."""

@@ -1,0 +1,1 @@
+"""nndsl: a compiler-backed language for neural networks."""
