@@ -13,10 +13,10 @@ db over N*Hout*Wout in per-tile partial sums):
   dx  implicit GEMM over input pixels: dx[n, c, ih, iw] = sum over (co, kh, kw) of
       dz[n, co, oh, ow] * w[co, c, kh, kw] where ih = oh*sh - ph + kh*dh. Input pixels are split
       by stride phase (ih mod sh, iw mod sw) on a grid axis: inside one phase the taps that hit a
-      whole output pixel are the same for every pixel, and oh = ih // sh + const exactly, so the
-      kernel loops only over those taps (a small host-built table) and needs no divisibility
-      mask, only the output-range mask. No work is wasted on the (sh*sw - 1)/(sh*sw) of taps
-      that a masked gather would skip.
+      whole output pixel are the same for every pixel (an arithmetic progression of kernel rows /
+      columns, from a tiny host-built table read once) and oh = ih // sh + const exactly, so the
+      kernel needs no divisibility mask, only the output-range mask, and does none of the
+      (sh*sw - 1)/(sh*sw) share of masked-off tap work a plain masked gather would do.
   dw  implicit GEMM per tap: dw[co, c, kh, kw] = sum over m of dz[m, co] * A[m, (kh, kw, c)],
       the reduction over m split across a grid axis into fp32 partials summed afterwards.
 Activation gradient: relu, sigmoid and tanh are differentiated from the saved OUTPUT y
@@ -26,6 +26,7 @@ epilogue then stores as a second output. No activation: nothing extra is saved.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -212,8 +213,7 @@ if HAS_TRITON:
         dz_ptr,  # dL/dz (N, Cout, Hout, Wout), any strides
         w_ptr,  # weight (Cout, C/groups, KH, KW), any strides
         dx_ptr,  # dL/dx out (N, C, H, W), any strides
-        tab_ptr,  # int32 (SH*SW, T, 4): per stride phase, the taps (kh, kw, oh - i, ow - j)
-        cnt_ptr,  # int32 (SH*SW,): number of taps in each phase's table row
+        tap_ptr,  # int32 (SH + SW, 2): per row phase (first kh, count), then per column phase (first kw, count)
         NB,  # batch size N
         C_G,  # input channels per group
         H, W,  # input height, width
@@ -223,7 +223,9 @@ if HAS_TRITON:
         swo, swc, swh, sww,  # strides of weight
         sxn, sxc, sxh, sxw,  # strides of dx
         SH, SW,  # stride
-        T,  # taps per table row
+        PH, PW,  # padding
+        DH, DW,  # dilation
+        STEP_H, STEP_W,  # distance between taps of one phase: SH / gcd(SH, DH), SW / gcd(SW, DW)
         BLOCK_M: tl.constexpr,  # input pixels per tile
         BLOCK_N: tl.constexpr,  # input channels per tile
         BLOCK_K: tl.constexpr,  # output channels per K step
@@ -233,10 +235,10 @@ if HAS_TRITON:
         pid_m = tl.program_id(0) // num_n
         g = tl.program_id(1) // (SH * SW)  # group
         phase = tl.program_id(1) % (SH * SW)  # (ih mod SH, iw mod SW)
-        ph = phase // SW
-        pw = phase % SW
-        hp = (H - ph + SH - 1) // SH  # input rows / cols of this phase
-        wp = (W - pw + SW - 1) // SW
+        rh = phase // SW
+        rw = phase % SW
+        hp = (H - rh + SH - 1) // SH  # input rows / cols of this phase
+        wp = (W - rw + SW - 1) // SW
 
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = offs_m < NB * hp * wp
@@ -252,15 +254,17 @@ if HAS_TRITON:
 
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         num_cb = tl.cdiv(CO_G, BLOCK_K)
-        ntaps = tl.load(cnt_ptr + phase)
-        for it in range(0, ntaps * num_cb):
+        kh0 = tl.load(tap_ptr + 2 * rh)  # taps of this phase: kh0 + STEP_H * t, t < nkh
+        nkh = tl.load(tap_ptr + 2 * rh + 1)
+        kw0 = tl.load(tap_ptr + 2 * (SH + rw))
+        nkw = tl.load(tap_ptr + 2 * (SH + rw) + 1)
+        for it in range(0, nkh * nkw * num_cb):
             t = it // num_cb
             co = (it - t * num_cb) * BLOCK_K + offs_k
-            entry = tab_ptr + (phase * T + t) * 4
-            kh = tl.load(entry)
-            kw = tl.load(entry + 1)
-            oh = i + tl.load(entry + 2)
-            ow = j + tl.load(entry + 3)
+            kh = kh0 + (t // nkw) * STEP_H
+            kw = kw0 + (t % nkw) * STEP_W
+            oh = i + (rh + PH - kh * DH) // SH  # exact division: (kh, kw) belongs to this phase
+            ow = j + (rw + PW - kw * DW) // SW
             ok_m = mask_m & (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO)
             mask_co = co < CO_G
             a = tl.load(
@@ -275,8 +279,8 @@ if HAS_TRITON:
             )
             acc = tl.dot(a, b, acc)
 
-        ih = ph + i * SH
-        iw = pw + j * SW
+        ih = rh + i * SH
+        iw = rw + j * SW
         x_off = n_idx.to(tl.int64) * sxn + ih * sxh + iw * sxw
         tl.store(dx_ptr + x_off[:, None] + c[None, :] * sxc, acc,
                  mask=mask_m[:, None] & mask_n[None, :])
@@ -348,7 +352,7 @@ if HAS_TRITON:
             acc = tl.dot(a, b, acc)
 
         out = dw_ptr + split * sos + kh * soh + kw * sow
-        tl.store(out + offs_co[:, None] * soo + offs_c[None, :] * soc, acc,
+        tl.store(out + (g * CO_G + offs_co)[:, None] * soo + offs_c[None, :] * soc, acc,
                  mask=mask_co[:, None] & mask_c[None, :])
 
     def _configs(spec):
@@ -371,13 +375,13 @@ if HAS_TRITON:
     ]
     _KEY = ["C_G", "CO_G", "HO", "WO", "KH", "KW", "SH", "SW"]
     _conv2d_fwd_tuned = triton.autotune(_configs(_GEMM_CONFIGS), key=_KEY)(_conv2d_fwd_kernel)
-    _conv2d_dx_tuned = triton.autotune(_configs(_GEMM_CONFIGS), key=["C_G", "CO_G", "H", "W", "T", "SH", "SW"])(
-        _conv2d_dx_kernel)
+    _DX_KEY = ["C_G", "CO_G", "H", "W", "SH", "SW", "DH", "DW"]
+    _conv2d_dx_tuned = triton.autotune(_configs(_GEMM_CONFIGS), key=_DX_KEY)(_conv2d_dx_kernel)
     _conv2d_dw_tuned = triton.autotune(_DW_CONFIGS, key=_KEY + ["NSPLIT"])(_conv2d_dw_kernel)
 
 # Tile sizes under the interpreter (every config would run while autotuning on the CPU).
-_INTERP_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
-_INTERP_DW_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_CO": 16}
+_INTERP_META = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16}
+_INTERP_DW_META = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_CO": 16}
 _DZ_BLOCK = (64, 64)  # (pixels, channels) of the elementwise dz kernel on a GPU
 
 
@@ -393,6 +397,10 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
     return pair
 
 
+def _pairs(stride, padding, dilation):
+    return _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+
+
 def _check_args(x, weight, bias, stride, padding, dilation, groups, activation):
     """Validate shapes and options; returns (stride, padding, dilation, (Hout, Wout)) as pairs."""
     for name, t in (("x", x), ("weight", weight)):
@@ -403,7 +411,7 @@ def _check_args(x, weight, bias, stride, padding, dilation, groups, activation):
         raise ValueError(f"activation must be one of {sorted(k for k in _ACTS if k)} or None, got {activation!r}")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
-    sh_sw, ph_pw, dh_dw = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    sh_sw, ph_pw, dh_dw = _pairs(stride, padding, dilation)
     (_, c, h, w), (co, cg, kh, kw) = x.shape, weight.shape
     if c % groups or co % groups:
         raise ValueError(f"groups={groups} must divide x channels ({c}) and weight out channels ({co})")
@@ -411,7 +419,8 @@ def _check_args(x, weight, bias, stride, padding, dilation, groups, activation):
         raise ValueError(f"channel mismatch: x {tuple(x.shape)} has {c} channels, weight "
                          f"{tuple(weight.shape)} expects {cg} x groups={groups}")
     if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (co,)):
-        raise ValueError(f"bias must have shape ({co},), got {tuple(bias.shape) if isinstance(bias, torch.Tensor) else bias!r}")
+        got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else repr(bias)
+        raise ValueError(f"bias must have shape ({co},), got {got}")
     out_hw = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
                    for size, p, d, k, s in zip((h, w), ph_pw, dh_dw, (kh, kw), sh_sw))
     if min(out_hw) < 1 or min(kh, kw) < 1:
@@ -448,7 +457,8 @@ def conv2d_fwd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if bias is not None:
         check_float("bias", bias, ndim=1)
         check_same("x", x, "bias", bias)
-    (sh, sw), (ph, pw), (dh, dw), (ho, wo) = _check_args(x, weight, bias, stride, padding, dilation, groups, activation)
+    conf = _check_args(x, weight, bias, stride, padding, dilation, groups, activation)
+    (sh, sw), (ph, pw), (dh, dw), (ho, wo) = conf
     n, c, h, w_ = x.shape
     co, cg, kh, kw = weight.shape
     fmt = _memory_format(x)
@@ -462,7 +472,8 @@ def conv2d_fwd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     xk = _nhwc(x)
     wk = weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)  # memory (KH, KW, C/g, Cout)
     zz = z if z is not None else out
-    grid = lambda meta: (triton.cdiv(n * ho * wo, meta["BLOCK_M"]) * triton.cdiv(co // groups, meta["BLOCK_N"]), groups)
+    grid = lambda meta: (triton.cdiv(n * ho * wo, meta["BLOCK_M"]) * triton.cdiv(co // groups, meta["BLOCK_N"]),
+                         groups)
     _launch(_conv2d_fwd_tuned, _conv2d_fwd_kernel, _INTERP_META, grid,
             xk, wk, bias if bias is not None else out, out, zz,
             n, cg, h, w_, co // groups, ho, wo,
@@ -489,20 +500,15 @@ def conv2d_bwd_dz(dy, saved, activation, need_db):
 
 @functools.lru_cache(maxsize=256)
 def _phase_taps(kh, kw, sh, sw, ph, pw, dh, dw, device):
-    """Per stride phase (ih % sh, iw % sw): the taps reaching a whole output pixel, with oh - ih//sh."""
+    """Taps of each stride phase: input row a (mod sh) is reached by the kernel rows k with
+    a + ph - k*dh divisible by sh, an arithmetic progression of step sh / gcd(sh, dh).
+    Returns the int32 table [(first k, count) per row phase] + [(first k, count) per column phase]."""
     rows = []
-    for a in range(sh):
-        for b in range(sw):
-            rows.append([(i, j, (a + ph - i * dh) // sh, (b + pw - j * dw) // sw)
-                         for i in range(kh) if (a + ph - i * dh) % sh == 0
-                         for j in range(kw) if (b + pw - j * dw) % sw == 0])
-    t = max(1, max(len(r) for r in rows))
-    tab = torch.zeros((sh * sw, t, 4), dtype=torch.int32)
-    for p, r in enumerate(rows):
-        if r:
-            tab[p, : len(r)] = torch.tensor(r, dtype=torch.int32)
-    cnt = torch.tensor([len(r) for r in rows], dtype=torch.int32)
-    return tab.to(device), cnt.to(device), t
+    for size, s, p, d in ((kh, sh, ph, dh), (kw, sw, pw, dw)):
+        for a in range(s):
+            ks = [k for k in range(size) if (a + p - k * d) % s == 0]
+            rows.append((ks[0] if ks else 0, len(ks)))
+    return torch.tensor(rows, dtype=torch.int32).to(device)
 
 
 def conv2d_bwd_dx(dz, weight, x_shape, stride, padding, dilation, groups, out=None):
@@ -510,17 +516,19 @@ def conv2d_bwd_dx(dz, weight, x_shape, stride, padding, dilation, groups, out=No
     n, c, h, w_ = x_shape
     co, cg, kh, kw = weight.shape
     _, _, ho, wo = dz.shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    (sh, sw), (ph, pw), (dh, dw) = _pairs(stride, padding, dilation)
     if out is None:
         out = torch.empty(x_shape, device=dz.device, dtype=dz.dtype)
     dzk = _nhwc(dz)
     wk = weight.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)  # memory (KH, KW, Cout, C/g)
-    tab, cnt, t = _phase_taps(kh, kw, sh, sw, ph, pw, dh, dw, dz.device)
+    taps = _phase_taps(kh, kw, sh, sw, ph, pw, dh, dw, dz.device)
     max_pix = n * triton.cdiv(h, sh) * triton.cdiv(w_, sw)
-    grid = lambda meta: (triton.cdiv(max_pix, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * sh * sw)
+    grid = lambda meta: (triton.cdiv(max_pix, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),
+                         groups * sh * sw)
     _launch(_conv2d_dx_tuned, _conv2d_dx_kernel, _INTERP_META, grid,
-            dzk, wk, out, tab, cnt, n, cg, h, w_, co // groups, ho, wo,
-            *dzk.stride(), *wk.stride(), *out.stride(), sh, sw, t)
+            dzk, wk, out, taps, n, cg, h, w_, co // groups, ho, wo,
+            *dzk.stride(), *wk.stride(), *out.stride(),
+            sh, sw, ph, pw, dh, dw, sh // math.gcd(sh, dh), sw // math.gcd(sw, dw))
     return out
 
 
@@ -529,9 +537,9 @@ def conv2d_bwd_dw(dz, x, weight_shape, stride, padding, dilation, groups, out=No
     n, c, h, w_ = x.shape
     co, cg, kh, kw = weight_shape
     _, _, ho, wo = dz.shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    (sh, sw), (ph, pw), (dh, dw) = _pairs(stride, padding, dilation)
     m = n * ho * wo
-    granule = 16 if interpreting() else 256
+    granule = _INTERP_DW_META["BLOCK_M"] if interpreting() else 256
     if splits is None:  # enough programs to fill the GPU when the weight is small and N*Hout*Wout large
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
         tiles = triton.cdiv(co // groups, 64) * triton.cdiv(cg, 64) * kh * kw * groups
@@ -540,7 +548,10 @@ def conv2d_bwd_dw(dz, x, weight_shape, stride, padding, dilation, groups, out=No
     splits = triton.cdiv(m, per_split)
     if out is None:
         out = torch.empty(weight_shape, device=x.device, dtype=x.dtype)
-    dst = out.unsqueeze(0) if splits == 1 else torch.empty((splits, *weight_shape), device=x.device, dtype=torch.float32)
+    if splits == 1:  # straight into dw (cast on store); else fp32 partials summed below
+        dst = out.unsqueeze(0)
+    else:
+        dst = torch.empty((splits, *weight_shape), device=x.device, dtype=torch.float32)
     xk, dzk = _nhwc(x), _nhwc(dz)
     grid = lambda meta: (triton.cdiv(co // groups, meta["BLOCK_CO"]) * triton.cdiv(cg, meta["BLOCK_N"]) * kh * kw,
                          groups * splits)

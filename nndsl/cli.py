@@ -1,2 +1,211 @@
-def main():
-    print("cli")
+"""The ``nndsl`` command: ``run`` (train per the file), ``check`` (shape-check + summary), ``compile``
+(show the IR or the generated Python). A thin layer over ``nndsl.compiler`` and ``nndsl.runtime``.
+
+Errors: an ``NndslError`` prints as ``file:line:col: kind: message`` with the source line, exit 1;
+usage mistakes exit 2; anything else is an internal error in one line (``NNDSL_DEBUG=1`` shows the
+traceback). No Python traceback reaches a user otherwise.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from .errors import NndslConfigError, NndslError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Group(click.Group):
+    """Turns nndsl errors and unexpected exceptions into a message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = os.environ.get("NNDSL_DEBUG", "") not in ("", "0")
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except NndslError as e:
+            if debug:
+                raise
+            click.echo(str(e), err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # a bug in nndsl, not a user mistake
+            if debug:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            click.echo(f"nndsl: internal error: {type(e).__name__}: {first}\n"
+                       "    this is a bug in nndsl; set NNDSL_DEBUG=1 to see the traceback", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nndsl", prog_name="nndsl")
+def main() -> None:
+    """nndsl: a compiler-backed language for neural networks."""
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def _file_arg(f):
+    return click.argument("file", type=click.Path(dir_okay=True, path_type=Path))(f)
+
+
+def _set_opt(f):
+    return click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+                        help="Override a model hyperparameter (or a train setting such as batch or steps).")(f)
+
+
+def _model_opt(f):
+    return click.option("--model", default=None, metavar="NAME", help="Which model of the file (default: its only or first).")(f)
+
+
+def _existing(file: Path) -> Path:
+    if not file.exists():
+        raise NndslError(f"no such file: {file}")
+    if file.is_dir():
+        raise NndslError(f"{file} is a folder; give a .nn file")
+    return file
+
+
+def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in sets:
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not eq or not _NAME.match(name):
+            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint="--set")
+        out[name] = value.strip()
+    return out
+
+
+def _literal(text: str) -> Any:
+    """A --set value for a train setting: int, float, true/false, else the text."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int = 0):
+    """Compile with ``sets`` as hyperparameters, except train settings the model does not declare.
+
+    Returns (compiled, the --set entries left for the train section). The RNG is seeded first so
+    the initial weights follow the train section's seed.
+    """
+    from . import compiler
+    from .runtime.config import OVERRIDABLE
+    from .runtime.train import seed_everything
+
+    train_sets = {k: v for k, v in sets.items() if k in OVERRIDABLE}
+    hyper = {k: v for k, v in sets.items() if k not in train_sets}
+    seed_everything(seed)
+    compiled = compiler.build(path, model=model, hyperparams=hyper or None)
+    clash = {k: v for k, v in train_sets.items() if k in compiled.hyperparams}
+    if clash:  # the model declares a hyperparameter named like a train setting: it wins
+        hyper.update(clash)
+        train_sets = {k: v for k, v in train_sets.items() if k not in clash}
+        seed_everything(seed)
+        compiled = compiler.build(path, model=model, hyperparams=hyper)
+    return compiled, train_sets
+
+
+def _config(compiled, path: Path, train_sets: dict[str, str], cli: dict[str, Any]):
+    from .runtime.config import train_config
+
+    overrides = {k: _literal(v) for k, v in train_sets.items()}
+    overrides.update({k: v for k, v in cli.items() if v is not None})
+    return train_config(compiled.train, compiled.hyperparams, path.resolve().parent, overrides)
+
+
+# ----------------------------------------------------------------------------- commands
+@main.command()
+@_file_arg
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: runs/<file stem>).")
+@click.option("--epochs", type=int, default=None, help="Train for N epochs (overrides the file).")
+@click.option("--steps", type=int, default=None, help="Train for N optimizer steps (overrides the file).")
+@click.option("--batch", type=int, default=None, help="Batch size.")
+@click.option("--lr", type=float, default=None, help="Learning rate of the optimizer.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
+@_set_opt
+@_model_opt
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (the per-epoch lines remain).")
+def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[int], batch: Optional[int],
+        lr: Optional[float], device: Optional[str], sets: tuple[str, ...], model: Optional[str], resume: bool,
+        no_progress: bool) -> None:
+    """Train FILE's model per its train section and evaluate it."""
+    from .runtime.config import describe
+    from .runtime.train import fit, resolve_device
+
+    if epochs is not None and steps is not None:
+        raise click.UsageError("give --epochs or --steps, not both")
+    path = _existing(file)
+    parsed = _parse_sets(sets)
+    compiled, train_sets = _compile(path, model, parsed)
+    if compiled.train is None:
+        raise NndslConfigError(f"{path} has no train section for model {compiled.model_name}",
+                               hint="add: train { data = ...  loss = ...  optimizer = ... }")
+    cfg = _config(compiled, path, train_sets, dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device))
+    if cfg.seed != 0 and not resume:  # initial weights from the train section's seed
+        compiled, _ = _compile(path, model, parsed, seed=cfg.seed)
+    out = out if out is not None else Path("runs") / path.stem
+    module = compiled.module
+    dev = resolve_device(cfg.device)
+    n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    click.echo(f"{compiled.model_name}: {n_params:,} parameters, training on {dev}"
+               f"{' (resuming)' if resume else ''}; run folder {out}")
+    click.echo(describe(cfg))
+    result = fit(module, cfg, out, device=str(dev), resume=resume,
+                 output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=not no_progress,
+                 model_meta=dict(getattr(module, "nndsl_meta", {}) or {}))
+    final = "  ".join(f"{k} {v:.4f}" for k, v in result["final"].items())
+    click.echo(f"final: {final}  ({result['samples_per_second']:,.0f} samples/s, {result['seconds']:.1f} s)")
+    click.echo(f"saved {out}/model.safetensors, optimizer.pt, metrics.json, run.json")
+
+
+@main.command()
+@_file_arg
+@_set_opt
+@_model_opt
+def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
+    """Parse and shape-check FILE, check its train section, print a summary of the model."""
+    from .runtime.config import describe
+    from .summary import summarize
+
+    path = _existing(file)
+    compiled, train_sets = _compile(path, model, _parse_sets(sets))
+    click.echo(summarize(compiled.graph))
+    if compiled.train is not None:
+        click.echo(describe(_config(compiled, path, train_sets, {})))
+
+
+@main.command(name="compile")
+@_file_arg
+@click.option("--emit", type=click.Choice(["ir", "python"]), default="ir", show_default=True,
+              help="What to print: the IR after the passes, or the generated forward.")
+@_set_opt
+@_model_opt
+def compile_(file: Path, emit: str, sets: tuple[str, ...], model: Optional[str]) -> None:
+    """Compile FILE and print its IR or its generated Python forward."""
+    path = _existing(file)
+    compiled, _ = _compile(path, model, _parse_sets(sets))
+    if emit == "python":
+        click.echo(compiled.python_source.rstrip())
+    else:
+        from .ir.printer import print_graph
+
+        click.echo(print_graph(compiled.graph))
+
+
+if __name__ == "__main__":  # python -m nndsl.cli
+    sys.exit(main())

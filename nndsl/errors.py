@@ -8,7 +8,7 @@ The CLI prints ``str(err)`` and exits non-zero; no Python traceback reaches a us
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 
@@ -21,7 +21,7 @@ class Span:
     col: int
     end_line: int = 0
     end_col: int = 0
-    source: Optional[str] = None  # the whole file's text, to quote the line
+    source: Optional[str] = field(default=None, repr=False, compare=False)  # the whole file's text, to quote the line
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"

@@ -1,0 +1,592 @@
+"""Attention: softmax(q kᵀ · scale [+ causal mask]) v, flash-attention style.
+
+Forward (FlashAttention-2): one program per (query block, batch·head) walks the key blocks with an
+online softmax — running row max m, running row sum l, an accumulator rescaled by exp2(m_old - m_new)
+— so no Tq×Tk tensor ever exists. Scores live in base 2: log2(e) is folded into the scale and exp2
+replaces exp. Causal programs skip the key blocks above the diagonal and mask only the diagonal
+blocks; non-causal programs mask only the ragged last key block. Each program stores its O rows and
+their natural-log log-sum-exp (fp32), which is all the backward needs besides q, k, v.
+
+Backward (recomputation, no atomics, deterministic):
+  1. _attn_bwd_delta   delta = rowsum(dO * O)                                        [B·H, Tq] fp32
+  2. _attn_bwd_dkdv    one program per key block walks the query blocks and recomputes
+                       Pᵀ = exp2(K Qᵀ·s·log2e - lse·log2e); dV += Pᵀ dO; dSᵀ = Pᵀ(V dOᵀ - delta); dK += dSᵀ Q
+  3. _attn_bwd_dq      one program per query block walks the key blocks and recomputes
+                       P; dS = P(dO Vᵀ - delta); dQ += dS K
+Any head dim D in [16, 256] works: tiles are padded to BLOCK_D = next_power_of_2(D) with masks on the
+d axis (compiled out when D is a power of two). Inputs keep their strides (no copies).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+else:  # pragma: no cover - without Triton the module still imports and only the reference runs
+    import types
+
+    triton = types.SimpleNamespace(jit=lambda fn: fn, autotune=lambda **kw: (lambda fn: fn),
+                                   Config=lambda *a, **kw: None)
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
+
+
+# ----------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _load(
+    ptrs,  # pointer tile
+    a,  # first index grid (broadcastable to the tile)
+    n_a,  # bound on a
+    b,  # second index grid
+    n_b,  # bound on b
+    MASK_A: tl.constexpr,  # check a < n_a
+    MASK_B: tl.constexpr,  # check b < n_b
+):
+    if MASK_A and MASK_B:
+        x = tl.load(ptrs, mask=(a < n_a) & (b < n_b), other=0.0)
+    elif MASK_A:
+        x = tl.load(ptrs, mask=a < n_a, other=0.0)
+    elif MASK_B:
+        x = tl.load(ptrs, mask=b < n_b, other=0.0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _attn_fwd_inner(
+    acc,  # running output accumulator [BLOCK_M, BLOCK_D] fp32
+    l_i,  # running row sum of exp2 [BLOCK_M] fp32
+    m_i,  # running row max (base-2 scaled scores) [BLOCK_M] fp32
+    q,  # query tile [BLOCK_M, BLOCK_D]
+    k_base,  # K at (b, h, 0, 0)
+    v_base,  # V at (b, h, 0, 0)
+    stride_kt,  # K stride over keys
+    stride_kd,  # K stride over head dim
+    stride_vt,  # V stride over keys
+    stride_vd,  # V stride over head dim
+    offs_m,  # query rows of this program [BLOCK_M]
+    offs_d,  # head-dim lanes [BLOCK_D]
+    lo,  # first key of the range (multiple of BLOCK_N)
+    hi,  # end of the key range
+    T_K,  # number of keys
+    qk_scale,  # scale * log2(e)
+    HEAD_DIM: tl.constexpr,  # true head dim
+    CAUSAL: tl.constexpr,  # mask keys after the query
+    MASK: tl.constexpr,  # this range holds a ragged or diagonal block: mask it
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D: mask the head dim
+    BLOCK_N: tl.constexpr,  # keys per step
+):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + offs_n0
+        kT = _load(k_base + offs_n[None, :] * stride_kt + offs_d[:, None] * stride_kd,
+                   offs_n[None, :], T_K, offs_d[:, None], HEAD_DIM, MASK, PAD_D)
+        qk = tl.dot(q, kT) * qk_scale
+        if MASK:
+            keep = offs_n[None, :] < T_K
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
+                  offs_n[:, None], T_K, offs_d[None, :], HEAD_DIM, MASK, PAD_D)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(
+    Q,  # queries [B, H, Tq, D]
+    K,  # keys [B, H, Tk, D]
+    V,  # values [B, H, Tk, D]
+    O,  # out: [B, H, Tq, D]
+    LSE,  # out: natural log-sum-exp per row [B*H, Tq] fp32
+    stride_qb, stride_qh, stride_qt, stride_qd,  # Q strides
+    stride_kb, stride_kh, stride_kt, stride_kd,  # K strides
+    stride_vb, stride_vh, stride_vt, stride_vd,  # V strides
+    stride_ob, stride_oh, stride_ot, stride_od,  # O strides
+    H,  # number of heads
+    T_Q,  # number of queries
+    T_K,  # number of keys
+    qk_scale,  # scale * log2(e)
+    SEQ_BUCKET,  # autotune key only: next power of two of max(Tq, Tk)
+    HEAD_DIM: tl.constexpr,  # true head dim
+    CAUSAL: tl.constexpr,  # causal mask (Tq == Tk)
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    BLOCK_M: tl.constexpr,  # queries per program
+    BLOCK_N: tl.constexpr,  # keys per step (divides BLOCK_M)
+    BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest causal rows start first
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd
+    q = _load(q_ptrs, offs_m[:, None], T_Q, offs_d[None, :], HEAD_DIM, True, PAD_D)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if CAUSAL:
+        # keys [0, start_m) lie wholly below the diagonal; keys past the block are skipped
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
+                                        stride_vd, offs_m, offs_d, 0, start_m, T_K, qk_scale,
+                                        HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
+                                        stride_vd, offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, T_K),
+                                        T_K, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+    else:
+        full = (T_K // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
+                                        stride_vd, offs_m, offs_d, 0, full, T_K, qk_scale,
+                                        HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
+                                        stride_vd, offs_m, offs_d, full, T_K, T_K, qk_scale,
+                                        HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+
+    acc = acc / l_i[:, None]
+    o_ptrs = O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :] * stride_od
+    o_mask = (offs_m[:, None] < T_Q) & (offs_d[None, :] < HEAD_DIM)
+    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=o_mask)
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # base 2 -> natural log
+    tl.store(LSE + pid_bh.to(tl.int64) * T_Q + offs_m, lse, mask=offs_m < T_Q)
+
+
+@triton.jit
+def _attn_bwd_delta(
+    O,  # forward output [B, H, Tq, D]
+    DO,  # output gradient [B, H, Tq, D]
+    DELTA,  # out: rowsum(dO * O) [B*H, Tq] fp32
+    stride_ob, stride_oh, stride_ot, stride_od,  # O strides
+    stride_gb, stride_gh, stride_gt, stride_gd,  # dO strides
+    H,  # number of heads
+    T_Q,  # number of queries
+    HEAD_DIM: tl.constexpr,  # true head dim
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < T_Q) & (offs_d[None, :] < HEAD_DIM)
+    o = tl.load(O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :] * stride_od,
+                mask=mask, other=0.0)
+    do = tl.load(DO + off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gt
+                 + offs_d[None, :] * stride_gd, mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * T_Q + offs_m, delta, mask=offs_m < T_Q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_inner(
+    dk,  # dK accumulator [BLOCK_N, BLOCK_D] fp32
+    dv,  # dV accumulator [BLOCK_N, BLOCK_D] fp32
+    k,  # key tile [BLOCK_N, BLOCK_D]
+    v,  # value tile [BLOCK_N, BLOCK_D]
+    q_base,  # Q at (b, h, 0, 0)
+    do_base,  # dO at (b, h, 0, 0)
+    lse_base,  # LSE row of (b, h)
+    delta_base,  # DELTA row of (b, h)
+    stride_qt, stride_qd,  # Q strides over queries, head dim
+    stride_gt, stride_gd,  # dO strides over queries, head dim
+    offs_n,  # keys of this program [BLOCK_N]
+    offs_d,  # head-dim lanes [BLOCK_D]
+    lo,  # first query of the range (multiple of BLOCK_M)
+    hi,  # end of the query range
+    T_Q,  # number of queries
+    qk_scale,  # scale * log2(e)
+    HEAD_DIM: tl.constexpr,  # true head dim
+    CAUSAL: tl.constexpr,  # causal mask
+    MASK: tl.constexpr,  # ragged or diagonal range: mask it
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    BLOCK_M: tl.constexpr,  # queries per step
+):
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        offs_m = start_m + offs_m0
+        qT = _load(q_base + offs_m[None, :] * stride_qt + offs_d[:, None] * stride_qd,
+                   offs_m[None, :], T_Q, offs_d[:, None], HEAD_DIM, MASK, PAD_D)
+        do = _load(do_base + offs_m[:, None] * stride_gt + offs_d[None, :] * stride_gd,
+                   offs_m[:, None], T_Q, offs_d[None, :], HEAD_DIM, MASK, PAD_D)
+        if MASK:
+            lse = tl.load(lse_base + offs_m, mask=offs_m < T_Q, other=0.0)
+            delta = tl.load(delta_base + offs_m, mask=offs_m < T_Q, other=0.0)
+        else:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        pT = tl.exp2(tl.dot(k, qT) * qk_scale - lse[None, :] * 1.4426950408889634)  # [BLOCK_N, BLOCK_M]
+        if MASK:
+            keep = offs_m[None, :] < T_Q
+            if CAUSAL:
+                keep = keep & (offs_m[None, :] >= offs_n[:, None])
+            pT = tl.where(keep, pT, 0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv)
+        dpT = tl.dot(v, tl.trans(do))
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V,  # forward inputs [B, H, T, D]
+    DO,  # output gradient [B, H, Tq, D]
+    DK,  # out: [B, H, Tk, D]
+    DV,  # out: [B, H, Tk, D]
+    LSE,  # forward log-sum-exp [B*H, Tq] fp32
+    DELTA,  # rowsum(dO * O) [B*H, Tq] fp32
+    stride_qb, stride_qh, stride_qt, stride_qd,  # Q strides
+    stride_kb, stride_kh, stride_kt, stride_kd,  # K strides
+    stride_vb, stride_vh, stride_vt, stride_vd,  # V strides
+    stride_gb, stride_gh, stride_gt, stride_gd,  # dO strides
+    stride_dkb, stride_dkh, stride_dkt, stride_dkd,  # dK strides
+    stride_dvb, stride_dvh, stride_dvt, stride_dvd,  # dV strides
+    H,  # number of heads
+    T_Q,  # number of queries
+    T_K,  # number of keys
+    qk_scale,  # scale * log2(e)
+    sm_scale,  # scale
+    SEQ_BUCKET,  # autotune key only
+    HEAD_DIM: tl.constexpr,  # true head dim
+    CAUSAL: tl.constexpr,  # causal mask (Tq == Tk)
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    BLOCK_M: tl.constexpr,  # queries per step (divides BLOCK_N)
+    BLOCK_N: tl.constexpr,  # keys per program
+    BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    k = _load(K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :] * stride_kd,
+              offs_n[:, None], T_K, offs_d[None, :], HEAD_DIM, True, PAD_D)
+    v = _load(V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
+              offs_n[:, None], T_K, offs_d[None, :], HEAD_DIM, True, PAD_D)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    do_base = DO + off_b * stride_gb + off_h * stride_gh
+    lse_base = LSE + pid_bh.to(tl.int64) * T_Q
+    delta_base = DELTA + pid_bh.to(tl.int64) * T_Q
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+
+    if CAUSAL:
+        # queries before start_n never see these keys; [start_n, start_n + BLOCK_N) is the diagonal
+        lo_full = start_n + BLOCK_N
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
+                                      stride_gt, stride_gd, offs_n, offs_d, start_n, tl.minimum(lo_full, T_Q),
+                                      T_Q, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_M)
+    else:
+        lo_full = 0
+    full = (T_Q // BLOCK_M) * BLOCK_M
+    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
+                                  stride_gt, stride_gd, offs_n, offs_d, lo_full, full,
+                                  T_Q, qk_scale, HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_M)
+    dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
+                                  stride_gt, stride_gd, offs_n, offs_d, tl.maximum(lo_full, full), T_Q,
+                                  T_Q, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_M)
+
+    mask = (offs_n[:, None] < T_K) & (offs_d[None, :] < HEAD_DIM)
+    dk_ptrs = DK + off_b * stride_dkb + off_h * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :] * stride_dkd
+    dv_ptrs = DV + off_b * stride_dvb + off_h * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :] * stride_dvd
+    tl.store(dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=mask)
+    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _attn_bwd_dq_inner(
+    dq,  # dQ accumulator [BLOCK_M, BLOCK_D] fp32
+    q,  # query tile [BLOCK_M, BLOCK_D]
+    do,  # output-gradient tile [BLOCK_M, BLOCK_D]
+    lse2,  # row log-sum-exp in base 2 [BLOCK_M]
+    delta,  # rowsum(dO * O) [BLOCK_M]
+    k_base,  # K at (b, h, 0, 0)
+    v_base,  # V at (b, h, 0, 0)
+    stride_kt, stride_kd,  # K strides over keys, head dim
+    stride_vt, stride_vd,  # V strides over keys, head dim
+    offs_m,  # queries of this program [BLOCK_M]
+    offs_d,  # head-dim lanes [BLOCK_D]
+    lo,  # first key of the range (multiple of BLOCK_N)
+    hi,  # end of the key range
+    T_K,  # number of keys
+    qk_scale,  # scale * log2(e)
+    HEAD_DIM: tl.constexpr,  # true head dim
+    CAUSAL: tl.constexpr,  # causal mask
+    MASK: tl.constexpr,  # ragged or diagonal range: mask it
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    BLOCK_N: tl.constexpr,  # keys per step
+):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + offs_n0
+        kT = _load(k_base + offs_n[None, :] * stride_kt + offs_d[:, None] * stride_kd,
+                   offs_n[None, :], T_K, offs_d[:, None], HEAD_DIM, MASK, PAD_D)
+        vT = _load(v_base + offs_n[None, :] * stride_vt + offs_d[:, None] * stride_vd,
+                   offs_n[None, :], T_K, offs_d[:, None], HEAD_DIM, MASK, PAD_D)
+        p = tl.exp2(tl.dot(q, kT) * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
+        if MASK:
+            keep = offs_n[None, :] < T_K
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= offs_n[None, :])
+            p = tl.where(keep, p, 0.0)
+        dp = tl.dot(do, vT)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V,  # forward inputs [B, H, T, D]
+    DO,  # output gradient [B, H, Tq, D]
+    DQ,  # out: [B, H, Tq, D]
+    LSE,  # forward log-sum-exp [B*H, Tq] fp32
+    DELTA,  # rowsum(dO * O) [B*H, Tq] fp32
+    stride_qb, stride_qh, stride_qt, stride_qd,  # Q strides
+    stride_kb, stride_kh, stride_kt, stride_kd,  # K strides
+    stride_vb, stride_vh, stride_vt, stride_vd,  # V strides
+    stride_gb, stride_gh, stride_gt, stride_gd,  # dO strides
+    stride_dqb, stride_dqh, stride_dqt, stride_dqd,  # dQ strides
+    H,  # number of heads
+    T_Q,  # number of queries
+    T_K,  # number of keys
+    qk_scale,  # scale * log2(e)
+    sm_scale,  # scale
+    SEQ_BUCKET,  # autotune key only
+    HEAD_DIM: tl.constexpr,  # true head dim
+    CAUSAL: tl.constexpr,  # causal mask (Tq == Tk)
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    BLOCK_M: tl.constexpr,  # queries per program
+    BLOCK_N: tl.constexpr,  # keys per step (divides BLOCK_M)
+    BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest causal rows start first
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load(Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+              offs_m[:, None], T_Q, offs_d[None, :], HEAD_DIM, True, PAD_D)
+    do = _load(DO + off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :] * stride_gd,
+               offs_m[:, None], T_Q, offs_d[None, :], HEAD_DIM, True, PAD_D)
+    lse2 = tl.load(LSE + pid_bh.to(tl.int64) * T_Q + offs_m, mask=offs_m < T_Q, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + pid_bh.to(tl.int64) * T_Q + offs_m, mask=offs_m < T_Q, other=0.0)
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if CAUSAL:
+        dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+                                offs_m, offs_d, 0, start_m, T_K, qk_scale, HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+        dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+                                offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, T_K), T_K, qk_scale,
+                                HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+    else:
+        full = (T_K // BLOCK_N) * BLOCK_N
+        dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+                                offs_m, offs_d, 0, full, T_K, qk_scale, HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+        dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
+                                offs_m, offs_d, full, T_K, T_K, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+    dq_ptrs = DQ + off_b * stride_dqb + off_h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :] * stride_dqd
+    tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=(offs_m[:, None] < T_Q) & (offs_d[None, :] < HEAD_DIM))
+
+
+def _configs(pairs, names):
+    """Autotune space: (outer block, inner block) pairs x pipeline depth x warps."""
+    return [triton.Config({names[0]: a, names[1]: b}, num_stages=s, num_warps=w)
+            for a, b in pairs for s in (2, 3, 4) for w in (4, 8)]
+
+
+_TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "CAUSAL"]  # not B or H: a new batch size does not re-tune
+
+
+def _prune_wide(configs, named_args, **kwargs):
+    """Wide heads (D > 128) keep only tiles that fit registers / shared memory."""
+    if named_args["HEAD_DIM"] <= 128:
+        return configs
+    small = [c for c in configs if max(c.kwargs.values()) <= 64]
+    return small or configs
+
+
+# forward: BLOCK_M (queries per program) is a multiple of BLOCK_N (keys per step)
+_attn_fwd_tuned = triton.autotune(
+    configs=_configs([(64, 32), (64, 64), (128, 32), (128, 64), (128, 128)], ("BLOCK_M", "BLOCK_N")),
+    key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_wide})(_attn_fwd)
+# dK/dV: BLOCK_N (keys per program) is a multiple of BLOCK_M (queries per step)
+_attn_bwd_dkdv_tuned = triton.autotune(
+    configs=_configs([(64, 16), (64, 32), (64, 64), (128, 32), (128, 64)], ("BLOCK_N", "BLOCK_M")),
+    key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_wide})(_attn_bwd_dkdv)
+# dQ: BLOCK_M (queries per program) is a multiple of BLOCK_N (keys per step)
+_attn_bwd_dq_tuned = triton.autotune(
+    configs=_configs([(64, 16), (64, 32), (64, 64), (128, 32), (128, 64)], ("BLOCK_M", "BLOCK_N")),
+    key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_wide})(_attn_bwd_dq)
+_INTERP = {"BLOCK_M": 16, "BLOCK_N": 16}  # single small config under TRITON_INTERPRET=1
+
+
+# ---------------------------------------------------------------------------------------- launchers
+def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> None:
+    """Shape rules shared by the kernels and the reference (dtype checks live in the public function)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be [B, H, T, D], got shape {tuple(t.shape)}")
+        if 0 in t.shape:
+            raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
+    B, H, Tq, D = q.shape
+    if not MIN_HEAD_DIM <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"q head dim must be in [{MIN_HEAD_DIM}, {MAX_HEAD_DIM}], got shape {tuple(q.shape)}")
+    if k.shape[:2] != (B, H) or k.shape[3] != D:
+        raise ValueError(f"k must be [B, H, Tk, D] = [{B}, {H}, Tk, {D}] to match q {tuple(q.shape)}, "
+                         f"got shape {tuple(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"v must have k's shape {tuple(k.shape)}, got shape {tuple(v.shape)}")
+    if causal and Tq != k.shape[2]:
+        raise ValueError(f"causal attention needs Tq == Tk, got q shape {tuple(q.shape)} and k shape "
+                         f"{tuple(k.shape)}")
+
+
+def _resolve_scale(scale: float | None, head_dim: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+def _strides(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.stride())
+
+
+def _attention_fwd(q, k, v, causal: bool, scale: float, out=None):
+    """Launch the forward. Returns (out [B, H, Tq, D], lse [B*H, Tq] fp32). `out` may be preallocated."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"out must be a {q.dtype} tensor of shape {tuple(q.shape)}, got {tuple(out.shape)}")
+    lse = torch.empty((B * H, Tq), device=q.device, dtype=torch.float32)
+    block_d = triton.next_power_of_2(D)
+    args = (q, k, v, out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            H, Tq, Tk, scale * LOG2E, triton.next_power_of_2(max(Tq, Tk)))
+    meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, BLOCK_D=block_d)
+    if interpreting():
+        _attn_fwd[(triton.cdiv(Tq, _INTERP["BLOCK_M"]), B * H)](*args, **meta, **_INTERP)
+    else:
+        _attn_fwd_tuned[lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)](*args, **meta)
+    return out, lse
+
+
+def _attention_bwd(do, q, k, v, o, lse, causal: bool, scale: float,
+                   need_dq: bool = True, need_dkdv: bool = True, dq=None, dk=None, dv=None):
+    """Launch the backward: delta, then dK/dV and dQ. Returns (dq, dk, dv); a skipped one is None.
+
+    dq, dk, dv may be preallocated (any strides) — tests pass NaN-filled buffers."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    block_d = triton.next_power_of_2(D)
+    interp = interpreting()
+    delta = torch.empty((B * H, Tq), device=q.device, dtype=torch.float32)
+    bm = 16 if interp else 64
+    _attn_bwd_delta[(triton.cdiv(Tq, bm), B * H)](
+        o, do, delta, *_strides(o), *_strides(do), H, Tq, HEAD_DIM=D, BLOCK_M=bm, BLOCK_D=block_d)
+    meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, BLOCK_D=block_d)
+    common = (H, Tq, Tk, scale * LOG2E, scale, triton.next_power_of_2(max(Tq, Tk)))
+    if need_dkdv:
+        dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
+        dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+        args = (q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do),
+                *_strides(dk), *_strides(dv), *common)
+        if interp:
+            _attn_bwd_dkdv[(triton.cdiv(Tk, _INTERP["BLOCK_N"]), B * H)](*args, **meta, **_INTERP)
+        else:
+            _attn_bwd_dkdv_tuned[lambda m: (triton.cdiv(Tk, m["BLOCK_N"]), B * H)](*args, **meta)
+    if need_dq:
+        dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
+        args = (q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do),
+                *_strides(dq), *common)
+        if interp:
+            _attn_bwd_dq[(triton.cdiv(Tq, _INTERP["BLOCK_M"]), B * H)](*args, **meta, **_INTERP)
+        else:
+            _attn_bwd_dq_tuned[lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)](*args, **meta)
+    return (dq if need_dq else None), (dk if need_dkdv else None), (dv if need_dkdv else None)
+
+
+# ----------------------------------------------------------------------------------------- autograd
+class AttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale):
+        out, lse = _attention_fwd(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, out, lse = ctx.saved_tensors
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        dq, dk, dv = _attention_bwd(do, q, k, v, out, lse, ctx.causal, ctx.scale,
+                                    need_dq=need_q, need_dkdv=need_k or need_v)
+        return dq, (dk if need_k else None), (dv if need_v else None), None, None
+
+
+# ---------------------------------------------------------------------------------------- reference
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """softmax(q kᵀ · scale [+ causal mask]) v in plain PyTorch (fp32 math for half inputs)."""
+    _check_shapes(q, k, v, causal)
+    scale = _resolve_scale(scale, q.shape[-1])
+    ct = torch.promote_types(q.dtype, torch.float32)
+    s = torch.matmul(q.to(ct), k.to(ct).transpose(-2, -1)) * scale
+    if causal:
+        Tq, Tk = q.shape[2], k.shape[2]
+        upper = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).triu(1)
+        s = s.masked_fill(upper, float("-inf"))
+    return torch.matmul(torch.softmax(s, dim=-1), v.to(ct)).to(q.dtype)
+
+
+# ------------------------------------------------------------------------------------------- public
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """softmax(q kᵀ · scale [+ causal mask]) v for q [B, H, Tq, D], k, v [B, H, Tk, D].
+
+    scale defaults to 1/sqrt(D); causal needs Tq == Tk and masks the upper triangle; D in [16, 256].
+    Differentiable in q, k and v."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_float(name, t, ndim=4)
+    check_same("q", q, "k", k)
+    check_same("q", q, "v", v)
+    _check_shapes(q, k, v, causal)
+    scale = _resolve_scale(scale, q.shape[-1])
+    if use_triton(q, k, v):
+        return AttentionFunction.apply(q, k, v, bool(causal), scale)
+    return attention_reference(q, k, v, causal, scale)

@@ -1,0 +1,498 @@
+"""Matrix multiply with a fused bias + activation + residual epilogue, in Triton.
+
+    y = act(a @ b + bias) + residual        a [..., M, K],  b [K, N] or [..., K, N]
+
+Forward: one tiled GEMM. Programs walk the output tiles in groups of GROUP_M tile-rows (grouped
+ordering: programs running together share A tile-rows and B tile-columns in L2), accumulate
+over K blocks in fp32, and the epilogue adds bias, applies the activation, adds the residual and
+stores y: one kernel, one write. When a backward will follow and there is an activation, the
+epilogue also stores s = act'(z) (z = a @ b + bias), output-sized, in the input dtype.
+
+Layout, no copies: a 2-D b (or one whose batch dims are all 1) makes a single GEMM over
+M = prod(a.shape[:-1]) rows (a's leading dims flattened). A batched b broadcasts its batch dims
+against a's like torch.matmul (numpy rules); the broadcast batch dims are collapsed to at most 3
+(dims both operands step through uniformly merge) and sit on grid axis 1, and a broadcast
+operand steps with stride 0, so nothing is expanded in memory.
+
+Backward, with dz = grad * s (grad itself without activation), never materialized:
+  dA   = dz @ b^T    `_matmul_bwd_kernel`: its A operand is (grad, s), multiplied tile by tile
+                     as loaded; b is read through swapped strides.
+  dB^T = dz^T @ a    the same kernel on dz^T and a (swapped strides), storing through the
+                     transposed strides of dB; its programs on the first column-block also sum
+                     their dz^T tiles over the inner dim: the bias gradient (fp32 per batch entry).
+  dresidual = grad.  Gradients of broadcast batch dims are summed afterwards (sum_to_size).
+Why s = act'(z) and not z: the backward GEMMs then apply the activation gradient with one
+multiply per loaded element; re-evaluating erf/exp inside both GEMM main loops (each dz tile is
+loaded once per output tile-column) costs CUDA-core time comparable to the tensor-core MMAs,
+and recomputing z would be a third GEMM. s takes the same memory as z.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
+_MAX_BATCH = 65535  # grid axis 1 limit
+
+# ----------------------------------------------------------------------------------------------
+# 1. Triton kernels
+# ----------------------------------------------------------------------------------------------
+if HAS_TRITON:
+
+    @triton.jit
+    def _tanh(x):
+        e = tl.exp(-2.0 * tl.abs(x))  # in (0, 1]: no overflow
+        t = (1.0 - e) / (1.0 + e)
+        return tl.where(x < 0.0, -t, t)
+
+    @triton.jit
+    def _act(z, ACTIVATION: tl.constexpr):
+        """(act(z), act'(z)) of an fp32 tile; the compiler drops act' where it is not stored."""
+        if ACTIVATION == "relu":
+            y = tl.maximum(z, 0.0)
+            d = tl.where(z > 0.0, 1.0, 0.0)
+        elif ACTIVATION == "gelu":  # exact: z * Phi(z)
+            cdf = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
+            y = z * cdf
+            d = cdf + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
+        elif ACTIVATION == "gelu_tanh":  # 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
+            t = _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z))
+            y = 0.5 * z * (1.0 + t)
+            d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * z * z)
+        elif ACTIVATION == "silu":
+            sg = tl.sigmoid(z)
+            y = z * sg
+            d = sg * (1.0 + z * (1.0 - sg))
+        elif ACTIVATION == "sigmoid":
+            y = tl.sigmoid(z)
+            d = y * (1.0 - y)
+        elif ACTIVATION == "tanh":
+            y = _tanh(z)
+            d = 1.0 - y * y
+        else:
+            y = z
+            d = z
+        return y, d
+
+    @triton.jit
+    def _tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        """Grouped ordering: program_id(0) -> (tile row, tile column), GROUP_M rows at a time."""
+        pid = tl.program_id(0)
+        width = GROUP_M * tl.cdiv(N, BLOCK_N)
+        first_m = (pid // width) * GROUP_M
+        group_m = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
+        return first_m + (pid % width) % group_m, (pid % width) // group_m
+
+    @triton.jit
+    def _batch_offset(B1, B2, stride0, stride1, stride2):
+        """Element offset of batch entry program_id(1) = (i0, i1, i2) over sizes (B0, B1, B2)."""
+        pid = tl.program_id(1).to(tl.int64)
+        return (pid // (B1 * B2)) * stride0 + ((pid // B2) % B1) * stride1 + (pid % B2) * stride2
+
+    @triton.jit
+    def _mainloop(
+        a_ptrs,  # [BLOCK_M, BLOCK_K] pointers to the first A tile
+        s_ptrs,  # [BLOCK_M, BLOCK_K] pointers to the first scale tile (read only with SCALE)
+        b_ptrs,  # [BLOCK_K, BLOCK_N] pointers to the first B tile
+        K,  # inner size
+        step_a, step_s, step_b,  # pointer advance per K block
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,  # tile sizes
+        SCALE: tl.constexpr,  # A = A * S elementwise as loaded (the activation gradient)
+        ROW_SUM: tl.constexpr,  # also return the row sums of A over K
+        PRECISION: tl.constexpr,  # tl.dot input precision ("ieee" or "tf32")
+    ):
+        offs_k = tl.arange(0, BLOCK_K)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        rsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for kb in range(0, tl.cdiv(K, BLOCK_K)):
+            k_left = K - kb * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            if SCALE:
+                s = tl.load(s_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+                a = (a.to(tl.float32) * s.to(tl.float32)).to(a.dtype)
+                s_ptrs += step_s
+            if ROW_SUM:
+                rsum += tl.sum(a.to(tl.float32), axis=1)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            a_ptrs += step_a
+            b_ptrs += step_b
+        return acc, rsum
+
+    @triton.jit
+    def _matmul_fwd_kernel(
+        a_ptr,  # A operand [..., M, K], any strides
+        b_ptr,  # B operand [..., K, N], any strides
+        bias_ptr,  # bias [N] (a dummy without HAS_BIAS)
+        r_ptr,  # residual [Bt, M, N] (a dummy without HAS_RES)
+        c_ptr,  # output y [Bt, M, N]
+        s_ptr,  # act'(z) [Bt, M, N], same strides as c (written only with SAVE_GRAD)
+        M, N, K,  # GEMM sizes of one batch entry
+        B1, B2,  # sizes of batch dims 1 and 2 (dim 0: grid axis 1 / (B1 * B2))
+        stride_a0, stride_a1, stride_a2, stride_am, stride_ak,  # a: batch dims 0-2, rows, inner
+        stride_b0, stride_b1, stride_b2, stride_bk, stride_bn,  # b: batch dims 0-2, inner, cols
+        stride_rb, stride_rm, stride_rn,  # residual: flat batch, rows, cols
+        stride_cb, stride_cm, stride_cn,  # output and s: flat batch, rows, cols
+        M_KEY, N_KEY, K_KEY,  # power-of-two buckets of M, N, K: the autotuning key only
+        ACTIVATION: tl.constexpr,  # one of ACTIVATIONS
+        HAS_BIAS: tl.constexpr,  # add bias before the activation
+        HAS_RES: tl.constexpr,  # add the residual after it
+        SAVE_GRAD: tl.constexpr,  # store act'(z) for the backward
+        PRECISION: tl.constexpr,  # tl.dot input precision
+        BLOCK_M: tl.constexpr,  # output rows per tile
+        BLOCK_N: tl.constexpr,  # output columns per tile
+        BLOCK_K: tl.constexpr,  # inner elements per step
+        GROUP_M: tl.constexpr,  # tile rows per group of the program ordering
+    ):
+        pid_m, pid_n = _tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        # rows / columns past the edge wrap onto real ones: loaded, never stored, no load mask
+        a_ptrs = (a_ptr + _batch_offset(B1, B2, stride_a0, stride_a1, stride_a2)
+                  + (offs_m % M)[:, None] * stride_am + offs_k[None, :] * stride_ak)
+        b_ptrs = (b_ptr + _batch_offset(B1, B2, stride_b0, stride_b1, stride_b2)
+                  + offs_k[:, None] * stride_bk + (offs_n % N)[None, :] * stride_bn)
+        acc, _ = _mainloop(a_ptrs, a_ptrs, b_ptrs, K, BLOCK_K * stride_ak, 0, BLOCK_K * stride_bk,
+                           BLOCK_M, BLOCK_N, BLOCK_K, False, False, PRECISION)
+
+        # epilogue: bias, activation (and its derivative), residual
+        pid_b = tl.program_id(1).to(tl.int64)
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        y, d = _act(acc, ACTIVATION)
+        c_off = pid_b * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        if SAVE_GRAD:
+            tl.store(s_ptr + c_off, d.to(s_ptr.dtype.element_ty), mask=mask)
+        if HAS_RES:
+            r_off = pid_b * stride_rb + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn
+            y += tl.load(r_ptr + r_off, mask=mask, other=0.0).to(tl.float32)
+        tl.store(c_ptr + c_off, y.to(c_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _matmul_bwd_kernel(
+        g_ptr,  # A operand [Bt, M, K]: the output gradient or its transpose (through strides)
+        s_ptr,  # [Bt, M, K] act'(z), multiplied into g as loaded (a dummy without SCALE)
+        x_ptr,  # B operand [..., K, N]: b^T or a, through strides
+        c_ptr,  # output [Bt, M, N]: dA, or dB^T through transposed strides
+        rsum_ptr,  # fp32 [Bt, M]: row sums of g * s over K (the bias gradient), with ROW_SUM
+        M, N, K,  # GEMM sizes of one batch entry
+        B1, B2,  # sizes of batch dims 1 and 2 of x (dim 0: grid axis 1 / (B1 * B2))
+        stride_gb, stride_gm, stride_gk,  # g: flat batch, rows, inner
+        stride_sb, stride_sm, stride_sk,  # s: flat batch, rows, inner
+        stride_x0, stride_x1, stride_x2, stride_xk, stride_xn,  # x: batch dims 0-2, inner, cols
+        stride_cb, stride_cm, stride_cn,  # output: flat batch, rows, cols
+        M_KEY, N_KEY, K_KEY,  # power-of-two buckets of M, N, K: the autotuning key only
+        SCALE: tl.constexpr,  # there is an activation: the A operand is g * s
+        ROW_SUM: tl.constexpr,  # programs of column-block 0 write rsum
+        PRECISION: tl.constexpr,  # tl.dot input precision
+        BLOCK_M: tl.constexpr,  # output rows per tile
+        BLOCK_N: tl.constexpr,  # output columns per tile
+        BLOCK_K: tl.constexpr,  # inner elements per step
+        GROUP_M: tl.constexpr,  # tile rows per group of the program ordering
+    ):
+        pid_m, pid_n = _tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        pid_b = tl.program_id(1).to(tl.int64)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        rows = (offs_m % M)[:, None]
+        g_ptrs = g_ptr + pid_b * stride_gb + rows * stride_gm + offs_k[None, :] * stride_gk
+        s_ptrs = s_ptr + pid_b * stride_sb + rows * stride_sm + offs_k[None, :] * stride_sk
+        x_ptrs = (x_ptr + _batch_offset(B1, B2, stride_x0, stride_x1, stride_x2)
+                  + offs_k[:, None] * stride_xk + (offs_n % N)[None, :] * stride_xn)
+        steps = (BLOCK_K * stride_gk, BLOCK_K * stride_sk, BLOCK_K * stride_xk)
+        if ROW_SUM:
+            if pid_n == 0:  # one program per tile row sums it; the others keep the plain loop
+                acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, K, steps[0], steps[1], steps[2],
+                                      BLOCK_M, BLOCK_N, BLOCK_K, SCALE, True, PRECISION)
+                tl.store(rsum_ptr + pid_b * M + offs_m, rsum, mask=offs_m < M)
+            else:
+                acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, K, steps[0], steps[1], steps[2],
+                                      BLOCK_M, BLOCK_N, BLOCK_K, SCALE, False, PRECISION)
+        else:
+            acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, K, steps[0], steps[1], steps[2],
+                                  BLOCK_M, BLOCK_N, BLOCK_K, SCALE, False, PRECISION)
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        c_off = pid_b * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        tl.store(c_ptr + c_off, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+    def _config(bm, bn, bk, stages, warps):
+        meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+        return triton.Config(meta, num_stages=stages, num_warps=warps)
+
+    # H100-sized tiles (Triton's matmul tutorial set plus 128x128x64); configs that do not fit
+    # shared memory (fp32 with the big tiles) fail to compile and the autotuner skips them.
+    _CONFIGS = [
+        _config(128, 256, 64, 3, 8),
+        _config(256, 128, 64, 3, 8),
+        _config(128, 128, 64, 3, 8),
+        _config(128, 128, 64, 4, 4),
+        _config(64, 256, 32, 4, 4),
+        _config(128, 64, 32, 4, 4),
+        _config(64, 128, 32, 4, 4),
+        _config(128, 32, 32, 4, 4),
+        _config(64, 32, 32, 5, 2),
+        _config(32, 64, 32, 5, 2),
+    ]
+    _KEY = ["M_KEY", "N_KEY", "K_KEY"]  # buckets, so a new batch size does not re-tune
+    _matmul_fwd_tuned = triton.autotune(_CONFIGS, key=_KEY)(_matmul_fwd_kernel)
+    _matmul_bwd_tuned = triton.autotune(_CONFIGS, key=_KEY)(_matmul_bwd_kernel)
+
+# under the interpreter: one small config, not an autotuning sweep
+_INTERPRET_META = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Launchers
+# ----------------------------------------------------------------------------------------------
+def _check_args(a, b, bias, activation, residual) -> str:
+    """Validate the arguments (ValueError naming the culprit); returns the activation name."""
+    check_float("a", a)
+    check_float("b", b)
+    check_same("a", a, "b", b)
+    if a.dim() < 2 or b.dim() < 2:
+        raise ValueError(f"a [..., M, K] and b [..., K, N] need 2+ dims, got a {tuple(a.shape)}, b {tuple(b.shape)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"inner sizes differ: a {tuple(a.shape)} has K={a.shape[-1]}, "
+                         f"b {tuple(b.shape)} has K={b.shape[-2]}")
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"batch dims of a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast") from None
+    out_shape = (*batch, a.shape[-2], b.shape[-1])
+    if bias is not None:
+        check_float("bias", bias)
+        check_same("a", a, "bias", bias)
+        if tuple(bias.shape) != (b.shape[-1],):
+            raise ValueError(f"bias must have shape ({b.shape[-1]},), got {tuple(bias.shape)}")
+    if residual is not None:
+        check_float("residual", residual)
+        check_same("a", a, "residual", residual)
+        if tuple(residual.shape) != out_shape:
+            raise ValueError(f"residual must have the output shape {out_shape}, got {tuple(residual.shape)}")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected None or one of {ACTIVATIONS}")
+    return act
+
+
+class _Plan(NamedTuple):
+    """How a and b map onto the kernels' batched GEMM: sizes, operand views, batch strides."""
+    a: torch.Tensor  # [rows, K] (one GEMM) or a expanded to the batch shape
+    b: torch.Tensor  # [K, N] or b expanded to the batch shape
+    sizes: tuple  # (B0, B1, B2) batch sizes on grid axis 1
+    a_bs: tuple  # batch strides of a for (B0, B1, B2)
+    b_bs: tuple  # batch strides of b
+    batch: tuple  # broadcast batch shape of the output
+    M: int
+    N: int
+    K: int
+
+
+def _collapse(batch, a_st, b_st) -> list:
+    """[(size, (stride in a, stride in b))] for batch dims, size-1 dims dropped and dims merged
+    into their outer neighbour when both operands step through the pair uniformly."""
+    dims = []
+    for n, sa, sb in zip(batch, a_st, b_st):
+        if n == 1:
+            continue
+        if dims and dims[-1][1] == (sa * n, sb * n):
+            dims[-1] = (dims[-1][0] * n, (sa, sb))
+        else:
+            dims.append((n, (sa, sb)))
+    return dims
+
+
+def _plan(a: torch.Tensor, b: torch.Tensor) -> _Plan:
+    K, N = b.shape[-2], b.shape[-1]
+    batch = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    if all(n == 1 for n in b.shape[:-2]):  # one weight for every row: one GEMM, rows flattened
+        a2 = a.reshape(-1, K)  # a view unless a's leading dims cannot merge
+        return _Plan(a2, b.reshape(K, N), (1, 1, 1), (0, 0, 0), (0, 0, 0), batch, a2.shape[0], N, K)
+    ae = a.expand(*batch, *a.shape[-2:])  # stride 0 on broadcast dims
+    be = b.expand(*batch, K, N)
+    dims = _collapse(batch, ae.stride()[:-2], be.stride()[:-2])
+    if len(dims) > 3:  # rare: more than 3 independent batch dims; copy so they merge into one
+        ae, be = ae.contiguous(), be.contiguous()
+        dims = _collapse(batch, ae.stride()[:-2], be.stride()[:-2])
+    dims = [(1, (0, 0))] * (3 - len(dims)) + dims
+    sizes = tuple(d[0] for d in dims)
+    if math.prod(sizes) > _MAX_BATCH:
+        raise ValueError(f"batch of {math.prod(sizes)} matrices exceeds {_MAX_BATCH} (a {tuple(a.shape)}, b {tuple(b.shape)})")
+    return _Plan(ae, be, sizes, tuple(d[1][0] for d in dims), tuple(d[1][1] for d in dims),
+                 batch, a.shape[-2], N, K)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """fp32 dots use TF32 exactly when PyTorch's matmuls would."""
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not interpreting()
+    return "tf32" if tf32 else "ieee"
+
+
+def _launch(kernel, tuned, M, N, K, batch, args, consts):
+    """Grid (tiles of M x N, batch); autotuned on a GPU, one small config when interpreted."""
+    keys = [triton.next_power_of_2(max(int(n), 1)) for n in (M, N, K)]
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), batch)
+
+    if interpreting():
+        kernel[grid(_INTERPRET_META)](*args, *keys, **consts, **_INTERPRET_META)
+    else:
+        tuned[grid](*args, *keys, **consts)
+
+
+def _out_buffer(out, shape, like, name):
+    if out is None:
+        return torch.empty(shape, device=like.device, dtype=like.dtype)
+    if tuple(out.shape) != tuple(shape) or out.dtype != like.dtype or not out.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous {like.dtype} tensor of shape {tuple(shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
+def matmul_forward(a, b, bias=None, activation=None, residual=None, *, save_grad=False,
+                   out=None, grad_out=None):
+    """Launch the forward kernel. Returns (y, s): s = act'(a @ b + bias) when save_grad and
+    there is an activation, else None. `out` / `grad_out` may be given (contiguous, y's shape)."""
+    act = _check_args(a, b, bias, activation, residual)
+    p = _plan(a, b)
+    bt = math.prod(p.sizes)
+    y = _out_buffer(out, (*p.batch, a.shape[-2], p.N), a, "out")
+    save = save_grad and act != "none"
+    s = _out_buffer(grad_out, y.shape, a, "grad_out") if save else None
+    if y.numel() == 0:
+        return y, s
+    y3 = y.view(bt, p.M, p.N)
+    r3 = residual.reshape(bt, p.M, p.N) if residual is not None else y3
+    args = (p.a, p.b, bias if bias is not None else y3, r3, y3, s if save else y3,
+            p.M, p.N, p.K, p.sizes[1], p.sizes[2],
+            *p.a_bs, p.a.stride(-2), p.a.stride(-1), *p.b_bs, p.b.stride(-2), p.b.stride(-1),
+            *r3.stride(), *y3.stride())
+    consts = dict(ACTIVATION=act, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+                  SAVE_GRAD=save, PRECISION=_precision(a.dtype))
+    _launch(_matmul_fwd_kernel, _matmul_fwd_tuned, p.M, p.N, p.K, bt, args, consts)
+    return y, s
+
+
+def _grad_buffer(out, shape, x, name):
+    """Where the kernel writes x's gradient, `shape` = x's shape with the batch broadcast: fp32
+    when broadcast dims get summed to x's shape afterwards, else x's dtype (or `out`)."""
+    if math.prod(shape) != x.numel():
+        return torch.empty(shape, device=x.device, dtype=torch.float32)
+    return _out_buffer(out, x.shape, x, name).view(shape)
+
+
+def _grad_finish(full, x):
+    return full.sum_to_size(x.shape).to(x.dtype) if full.numel() != x.numel() else full.view(x.shape)
+
+
+def matmul_backward(grad, a, b, s=None, *, need_a=True, need_b=True, need_bias=False,
+                    out_a=None, out_b=None):
+    """Launch the backward GEMMs of y = act(a @ b + bias) + residual, given grad = dL/dy and
+    s = act'(z) from matmul_forward (None without activation). Returns (da, db, dbias), None
+    where not asked for. `out_a` / `out_b` may be given (contiguous, a's / b's shape) when a / b
+    are not broadcast over batch dims."""
+    p = _plan(a, b)
+    bt, M, N, K = math.prod(p.sizes), p.M, p.N, p.K
+    g3 = grad.reshape(bt, M, N)
+    s3 = s.view(bt, M, N) if s is not None else g3
+    consts = dict(SCALE=s is not None, PRECISION=_precision(a.dtype))
+    da = db = dbias = None
+    if need_a:  # dA [M, K] = dz [M, N] @ b^T [N, K]
+        full = _grad_buffer(out_a, (*p.batch, a.shape[-2], K), a, "out_a")
+        if full.numel():
+            c = full.view(bt, M, K)
+            args = (g3, s3, p.b, c, c, M, K, N, p.sizes[1], p.sizes[2], *g3.stride(), *s3.stride(),
+                    *p.b_bs, p.b.stride(-1), p.b.stride(-2), *c.stride())
+            _launch(_matmul_bwd_kernel, _matmul_bwd_tuned, M, K, N, bt, args, dict(consts, ROW_SUM=False))
+        da = _grad_finish(full, a)
+    fuse_bias = need_bias and need_b and K > 0 and N > 0
+    if need_b:  # dB^T [N, K] = dz^T [N, M] @ a [M, K], stored through dB's transposed strides
+        full = _grad_buffer(out_b, (K, N) if p.b.dim() == 2 else (*p.batch, K, N), b, "out_b")
+        rsum = torch.empty(bt, N, device=a.device, dtype=torch.float32) if fuse_bias else None
+        if full.numel():
+            c = full.view(bt, K, N)
+            args = (g3, s3, p.a, c, rsum if fuse_bias else c, N, K, M, p.sizes[1], p.sizes[2],
+                    g3.stride(0), g3.stride(2), g3.stride(1), s3.stride(0), s3.stride(2), s3.stride(1),
+                    *p.a_bs, p.a.stride(-2), p.a.stride(-1), c.stride(0), c.stride(2), c.stride(1))
+            _launch(_matmul_bwd_kernel, _matmul_bwd_tuned, N, K, M, bt, args, dict(consts, ROW_SUM=fuse_bias))
+        db = _grad_finish(full, b)
+        if fuse_bias:
+            dbias = rsum.sum(0).to(a.dtype)
+    if need_bias and not fuse_bias:  # no dB GEMM to fuse into: one reduction
+        dz = g3.float() * s3.float() if s is not None else g3.float()
+        dbias = dz.sum((0, 1)).to(a.dtype)
+    return da, db, dbias
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Autograd
+# ----------------------------------------------------------------------------------------------
+class _MatmulFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, bias, activation, residual):
+        # s = act'(z) only when a, b or bias needs a gradient (and there is an activation)
+        y, s = matmul_forward(a, b, bias, activation, residual, save_grad=any(ctx.needs_input_grad[:3]))
+        ctx.save_for_backward(a, b, s)  # a, b are the inputs (no copy); s is the one extra tensor
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, s = ctx.saved_tensors
+        need_a, need_b, need_bias, _, need_res = ctx.needs_input_grad
+        da, db, dbias = matmul_backward(grad, a, b, s, need_a=need_a, need_b=need_b, need_bias=need_bias)
+        return da, db, dbias, None, grad if need_res else None
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Reference
+# ----------------------------------------------------------------------------------------------
+_TORCH_ACTS = {
+    "none": lambda z: z,
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+    "silu": F.silu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+}
+
+
+def matmul_reference(a, b, bias=None, activation=None, residual=None):
+    """act(a @ b + bias) + residual in plain PyTorch (any float dtype, float64 in tests)."""
+    act = "none" if activation is None else activation
+    if act not in _TORCH_ACTS:
+        raise ValueError(f"unknown activation {activation!r}; expected None or one of {ACTIVATIONS}")
+    z = torch.matmul(a, b)
+    if bias is not None:
+        z = z + bias
+    y = _TORCH_ACTS[act](z)
+    return y + residual if residual is not None else y
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Public function
+# ----------------------------------------------------------------------------------------------
+def matmul(a, b, bias=None, activation=None, residual=None):
+    """act(a @ b + bias) + residual. a [..., M, K]; b [K, N] or [..., K, N] (batch dims broadcast
+    like torch.matmul); bias [N]; residual of the output's shape; activation None or one of
+    ACTIVATIONS ("gelu" is the exact erf form). Differentiable in a, b, bias and residual."""
+    act = _check_args(a, b, bias, activation, residual)
+    if not use_triton(a, b, bias, residual):
+        return matmul_reference(a, b, bias, act, residual)
+    tensors = (a, b, bias, residual)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _MatmulFunction.apply(a, b, bias, act, residual)
+    return matmul_forward(a, b, bias, act, residual)[0]

@@ -1,0 +1,104 @@
+"""The compiler driver: text -> parse tree -> AST -> IR -> passes -> backend, one stage per line."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from .errors import NndslError
+from .frontend import ast
+from .ir.graph import Graph
+
+
+@dataclass
+class Compiled:
+    """Everything one compilation produced (the CLI and the runtime read it)."""
+
+    program: ast.Program
+    model_name: str
+    graph: Graph
+    module: torch.nn.Module
+    hyperparams: dict[str, Any]
+    train: Optional[ast.TrainSection]
+    path: Optional[Path]
+    python_source: str
+    source: str
+
+
+def read_source(source_or_path: Union[str, Path]) -> tuple[str, Optional[Path]]:
+    """A path (Path, or a str naming an existing file / ending in .nn) or the source text itself."""
+    if isinstance(source_or_path, Path) or (
+        isinstance(source_or_path, str) and "\n" not in source_or_path and "{" not in source_or_path
+        and (source_or_path.endswith(".nn") or Path(source_or_path).is_file())
+    ):
+        path = Path(source_or_path)
+        try:
+            return path.read_text(encoding="utf-8"), path
+        except FileNotFoundError:
+            raise NndslError(f"no such file: {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise NndslError(f"cannot read {path}: {e}") from None
+    return str(source_or_path), None
+
+
+def build(
+    source_or_path: Union[str, Path],
+    *,
+    model: Optional[str] = None,
+    hyperparams: Optional[dict[str, Any]] = None,
+    backend: str = "torch",
+    verify: bool = True,
+) -> Compiled:
+    from .backend import torch_codegen
+    from .elaborate import elaborate
+    from .frontend.parser import parse
+    from .ir.verify import verify as verify_graph
+    from .passes import run_passes
+
+    text, path = read_source(source_or_path)
+    file = str(path) if path is not None else "<string>"
+    # text -> parse tree -> AST with source spans
+    program = parse(text, file)
+    # AST -> typed IR: names, blocks, repeats, hyperparameters, shapes
+    graph = elaborate(program, model, hyperparams)
+    # the IR's invariants hold before any pass
+    if verify:
+        verify_graph(graph)
+    # IR -> IR: the backend's pass pipeline
+    graph = run_passes(graph, backend, verify=verify)
+    # IR -> nn.Module with a generated forward
+    meta = {"source": text, "file": file, "model": graph.name, "hyperparams": dict(graph.hyperparams)}
+    module, py = torch_codegen.lower(graph, meta)
+    train = _train_section(program, graph.name)
+    return Compiled(program, graph.name, graph, module, dict(graph.hyperparams), train, path, py, text)
+
+
+def _train_section(program: ast.Program, model_name: str) -> Optional[ast.TrainSection]:
+    models = program.models()
+    for t in program.trains:
+        if t.model == model_name or (t.model is None and (len(models) == 1 or not any(
+                x.model == model_name for x in program.trains))):
+            return t
+    return None
+
+
+def compile(source_or_path: Union[str, Path], model: Optional[str] = None, **hyperparams: Any) -> torch.nn.Module:
+    """Compile a .nn file (a path or the source text) to a ``torch.nn.Module``.
+
+    Keyword arguments override the model's hyperparameters: ``nndsl.compile("gpt.nn", D=128)``.
+    """
+    return build(source_or_path, model=model, hyperparams=hyperparams).module
+
+
+def load(run_dir: Union[str, Path], map_location: str = "cpu") -> torch.nn.Module:
+    """The trained model of a finished ``nndsl run``: recompiled from its recorded source, weights loaded."""
+    from .runtime.checkpoint import load_run
+
+    meta, state = load_run(Path(run_dir))
+    compiled = build(meta["source"], model=meta.get("model"), hyperparams=meta.get("hyperparams"))
+    module = compiled.module
+    module.load_state_dict({k: v.to(map_location) for k, v in state.items()})
+    module.nndsl_meta.update({k: v for k, v in meta.items() if k != "source"})
+    return module.to(map_location)

@@ -1,0 +1,102 @@
+"""Declared tensor types: resolving them to IR types and unifying them with actual types.
+
+A declared type ``f32[B, T, D / heads]`` is a pattern. Matching it against an actual type
+checks the dtype and the rank, then each dim: a bare name that is not bound yet (and that the
+caller allows to bind) binds to the actual dim; every other dim expression is evaluated once all
+names are bound and must equal the actual dim. A mismatch is a located error that names both
+types and the bindings involved:
+
+    CausalSelfAttention expects x: f32[B, T, D] with D = 384, got f32[B, T, 128]
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from ..errors import NndslShapeError, NndslTypeError, Span, did_you_mean
+from ..frontend import ast
+from ..ir import dims as D
+from ..ir.types import DTYPES, TensorType
+from .scalar import eval_scalar, show, to_dim, unparse
+
+
+def type_text(t: Any) -> str:
+    """Source-like text of a declared type: 'f32[B, T, D]', 'int'."""
+    if isinstance(t, ast.TensorTypeExpr):
+        return f"{t.dtype}[{', '.join(unparse(d) for d in t.dims)}]"
+    return t.name
+
+
+def names_in(expr: Any) -> list[str]:
+    """The names a dim expression mentions, in order, without repeats."""
+    out: list[str] = []
+
+    def walk(e: Any) -> None:
+        if isinstance(e, ast.Name):
+            if e.id not in out:
+                out.append(e.id)
+        elif isinstance(e, ast.BinOp):
+            walk(e.left)
+            walk(e.right)
+        elif isinstance(e, ast.UnaryOp):
+            walk(e.operand)
+        elif isinstance(e, ast.Call):
+            for a in e.args:
+                walk(a)
+
+    walk(expr)
+    return out
+
+
+def check_dtype(t: ast.TensorTypeExpr) -> None:
+    if t.dtype not in DTYPES:
+        raise NndslTypeError(f"unknown dtype '{t.dtype}'", t.span,
+                             did_you_mean(t.dtype, DTYPES) or f"dtypes: {', '.join(DTYPES)}")
+
+
+def resolve(t: ast.TensorTypeExpr, env: dict) -> TensorType:
+    """The IR type of a declared type whose names are all bound in ``env``."""
+    check_dtype(t)
+    return TensorType(tuple(to_dim(eval_scalar(d, env, dim=True), d.span) for d in t.dims), t.dtype)
+
+
+class Matcher:
+    """Unifies declared types with actual ones, binding pattern names in ``env``.
+
+    ``match`` binds what it can and queues the remaining dims; ``finish`` checks them once every
+    pattern name (and every scalar parameter) is bound.
+    """
+
+    def __init__(self, env: dict, can_bind: Callable[[str], bool]):
+        self.env = env
+        self.can_bind = can_bind
+        self._pending: list[tuple[str, ast.TensorTypeExpr, TensorType, int, Optional[Span]]] = []
+
+    def match(self, prefix: str, decl: ast.TensorTypeExpr, actual: TensorType, span: Optional[Span]) -> None:
+        """``prefix`` starts the message ('MLP expects x: '); ``span`` locates a mismatch."""
+        check_dtype(decl)
+        if decl.dtype != actual.dtype:
+            raise NndslTypeError(f"{prefix}{type_text(decl)}, got {actual}", span,
+                                 f"the dtypes differ ({decl.dtype} vs {actual.dtype})")
+        if len(decl.dims) != actual.rank:
+            raise NndslShapeError(f"{prefix}{type_text(decl)} (rank {len(decl.dims)}), "
+                                  f"got {actual} (rank {actual.rank})", span)
+        for i, d in enumerate(decl.dims):
+            if isinstance(d, ast.Name) and d.id not in self.env and self.can_bind(d.id):
+                self.env[d.id] = actual.shape[i]
+            else:
+                self._pending.append((prefix, decl, actual, i, span))
+
+    def finish(self) -> None:
+        pending, self._pending = self._pending, []
+        for prefix, decl, actual, i, span in pending:
+            d = decl.dims[i]
+            want = to_dim(eval_scalar(d, self.env, dim=True), d.span)
+            if not D.equal(want, actual.shape[i]):
+                raise NndslShapeError(
+                    f"{prefix}{type_text(decl)}{self._bindings(d)}, got {actual}", span,
+                    f"dim {i} should be {unparse(d)} = {show(want)}, but it is {D.dim_str(actual.shape[i])}")
+
+    def _bindings(self, d: Any) -> str:
+        parts = [f"{n} = {show(self.env[n])}" for n in names_in(d)
+                 if n in self.env and show(self.env[n]) != n]
+        return f" with {', '.join(parts)}" if parts else ""

@@ -1,0 +1,233 @@
+"""Neural-network ops: linear, convolutions, pooling, embeddings, normalizations, attention.
+
+Weights are ordinary inputs (the builtins pass ``param`` values). Optional inputs are trailing
+and simply left out: ``linear`` takes ``[x, w]`` or ``[x, w, b]``; ``conv*d`` the same;
+``layernorm`` ``[x]``, ``[x, w]`` or ``[x, w, b]``; ``rmsnorm`` ``[x]`` or ``[x, w]``.
+Output sizes of convolutions and pools use floor division on (possibly symbolic) dims.
+"""
+from __future__ import annotations
+
+from ..ir import dims as D
+from ..ir.types import INT_DTYPES, TensorType
+from .core import same_dtype
+from .registry import EmitCtx, InferCtx, op
+
+
+def _expect_shape(c: InferCtx, i: int, shape: tuple, what: str) -> None:
+    t = c.types[i]
+    if t.rank != len(shape) or not all(D.equal(a, b) for a, b in zip(t.shape, shape)):
+        raise c.error(f"{c.op}: {what} must have shape {D.shape_str(shape)}, got {c.describe(i)}")
+
+
+def _opt(e: EmitCtx, i: int) -> str:
+    return e.ins[i] if i < len(e.ins) else "None"
+
+
+# ---------------------------------------------------------------------------------------- linear
+@op("linear", emit=lambda e: f"F.linear({e.ins[0]}, {e.ins[1]}, {_opt(e, 2)})")
+def _linear(c: InferCtx) -> TensorType:
+    """x [..., in] @ w[out, in]^T (+ b[out]) -> [..., out]."""
+    x = c.types[0]
+    w = c.expect_rank(1, 2, what="weight")
+    if x.rank == 0:
+        raise c.error(f"linear expects a tensor with at least one axis, got {c.describe(0)}")
+    dtype = same_dtype(c)
+    c.expect_float(0)
+    if not D.equal(x.shape[-1], w.shape[1]):
+        raise c.error(f"linear expects last dim {D.dim_str(w.shape[1])}, got {D.dim_str(x.shape[-1])} "
+                      f"({c.describe(0)})")
+    if len(c.types) > 2:
+        _expect_shape(c, 2, (w.shape[0],), "the bias")
+    return TensorType(list(x.shape[:-1]) + [w.shape[0]], dtype)
+
+
+# ------------------------------------------------------------------------- convolution, pooling
+def _nd(c: InferCtx) -> int:
+    return int(c.op[-2])
+
+
+def _tuple(c: InferCtx, key: str, nd: int, default) -> tuple:
+    v = c.attrs.get(key, default)
+    v = ntuple(v, nd) if isinstance(v, (int, list, tuple)) else v
+    if not isinstance(v, tuple) or len(v) != nd or not all(isinstance(a, int) for a in v):
+        raise c.error(f"{c.op}: {key} must be an int or {nd} ints, got {c.attrs.get(key)!r}")
+    return v
+
+
+def _out_size(c: InferCtx, axis: int, n, k: int, s: int, p: int, d: int):
+    """floor((n + 2p - d(k-1) - 1) / s) + 1, the size PyTorch gives."""
+    if s <= 0 or p < 0 or d <= 0:
+        raise c.error(f"{c.op}: stride and dilation must be positive and padding non-negative")
+    out = D.floordiv(D.norm(n + 2 * p - d * (k - 1) - 1), s)
+    out = out + 1 if isinstance(out, int) else D.norm(out + 1)
+    if isinstance(out, int) and out < 1:
+        raise c.error(f"{c.op}: input too small: dim {axis} of {c.describe(0)} is {D.dim_str(n)}, which gives "
+                      f"an output of size {out} (kernel {k}, stride {s}, padding {p}, dilation {d})")
+    return out
+
+
+def ntuple(v, nd: int) -> tuple:
+    """An int or a list of ints as an nd-tuple (attrs may hold either)."""
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
+def _conv_emit(e: EmitCtx) -> str:
+    a, nd = e.attrs, int(e.node.op[-2])
+    return (f"F.{e.node.op}({e.ins[0]}, {e.ins[1]}, {_opt(e, 2)}, stride={ntuple(a.get('stride', 1), nd)}, "
+            f"padding={ntuple(a.get('padding', 0), nd)}, dilation={ntuple(a.get('dilation', 1), nd)}, "
+            f"groups={a.get('groups', 1)})")
+
+
+def _conv_infer(c: InferCtx) -> TensorType:
+    """x [B, Cin, *spatial] (or unbatched) * w [Cout, Cin/groups, *kernel] (+ b [Cout])."""
+    nd = _nd(c)
+    x = c.expect_rank(0, nd + 2, nd + 1)
+    w = c.expect_rank(1, nd + 2, what="weight")
+    dtype = same_dtype(c)
+    c.expect_float(0)
+    stride, padding, dilation = (_tuple(c, k, nd, dv) for k, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    groups = c.attrs.get("groups", 1)
+    cin = x.shape[-nd - 1]
+    if not D.equal(cin, D.norm(w.shape[1] * groups)):
+        raise c.error(f"{c.op} expects {D.dim_str(w.shape[1] * groups)} input channels (dim {x.rank - nd - 1}), "
+                      f"got {D.dim_str(cin)} ({c.describe(0)})")
+    if len(c.types) > 2:
+        _expect_shape(c, 2, (w.shape[0],), "the bias")
+    spatial = [_out_size(c, x.rank - nd + i, x.shape[x.rank - nd + i], w.shape[2 + i], stride[i], padding[i],
+                         dilation[i]) for i in range(nd)]
+    return TensorType(list(x.shape[:-nd - 1]) + [w.shape[0]] + spatial, dtype)
+
+
+for _n in ("conv1d", "conv2d"):
+    op(_n, emit=_conv_emit)(_conv_infer)
+
+
+def _pool_emit(e: EmitCtx) -> str:
+    a, nd = e.attrs, int(e.node.op[-2])
+    fn = {"maxpool1d": "max_pool1d", "maxpool2d": "max_pool2d", "avgpool1d": "avg_pool1d",
+          "avgpool2d": "avg_pool2d"}[e.node.op]
+    k = ntuple(a["kernel"], nd)
+    return f"F.{fn}({e.ins[0]}, {k}, {ntuple(a.get('stride', k), nd)}, {ntuple(a.get('padding', 0), nd)})"
+
+
+def _pool_infer(c: InferCtx) -> TensorType:
+    """Max/average pooling over the last 1 or 2 axes (attrs kernel, stride, padding; floor mode)."""
+    nd = _nd(c)
+    x = c.expect_rank(0, nd + 2, nd + 1)
+    if c.op.startswith("avg"):
+        c.expect_float(0)
+    kernel = _tuple(c, "kernel", nd, None)
+    stride = _tuple(c, "stride", nd, kernel)
+    padding = _tuple(c, "padding", nd, 0)
+    for k, p in zip(kernel, padding):
+        if k <= 0 or p > k // 2:
+            raise c.error(f"{c.op}: padding must be at most half the kernel size (kernel {kernel}, padding {padding})")
+    spatial = [_out_size(c, x.rank - nd + i, x.shape[x.rank - nd + i], kernel[i], stride[i], padding[i], 1)
+               for i in range(nd)]
+    return x.with_shape(list(x.shape[:-nd]) + spatial)
+
+
+for _n in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+    op(_n, emit=_pool_emit)(_pool_infer)
+
+
+# ------------------------------------------------------------------------------------ embeddings
+@op("embedding", emit=lambda e: f"F.embedding({e.ins[0]}, {e.ins[1]})")
+def _embedding(c: InferCtx) -> TensorType:
+    """Rows of w [num, dim] picked by the int tensor idx [...] -> [..., dim]."""
+    idx = c.types[0]
+    w = c.expect_rank(1, 2, what="weight")
+    if idx.dtype not in INT_DTYPES:
+        raise c.type_error(f"embedding expects an integer index tensor (i64 or i32), got {c.describe(0)}",
+                           "cast(idx, \"i64\") converts it")
+    return TensorType(list(idx.shape) + [w.shape[1]], w.dtype)
+
+
+@op("pos_embedding", emit=lambda e: f"rt.pos_rows({e.ins[1]}, {e.ins[0]}.shape[{e.attrs.get('axis', 1)}])")
+def _pos_embedding(c: InferCtx) -> TensorType:
+    """The first T rows of w [max_len, dim], T = x.shape[axis] (attr ``axis``, default 1) -> [T, dim].
+    A static T is checked here, a symbolic one at run time (rt.pos_rows)."""
+    x = c.types[0]
+    w = c.expect_rank(1, 2, what="weight")
+    ax = c.axis(c.attrs.get("axis", 1), x.rank)
+    T = x.shape[ax]
+    if isinstance(T, int) and T > w.shape[0]:
+        raise c.error(f"pos_embedding: sequence length {T} (dim {ax} of {c.describe(0)}) exceeds "
+                      f"max_len {w.shape[0]}")
+    return TensorType((T, w.shape[1]), w.dtype)
+
+
+# -------------------------------------------------------------------------------- normalizations
+def _norm_emit(e: EmitCtx) -> str:
+    last = e.dim(e.node.inputs[0].type.shape[-1])
+    eps = float(e.attrs.get("eps", 1e-5))
+    if e.node.op == "layernorm":
+        return f"F.layer_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {_opt(e, 2)}, {eps!r})"
+    return f"F.rms_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {eps!r})"
+
+
+def _norm_infer(c: InferCtx) -> TensorType:
+    """layernorm / rmsnorm over the last axis, with optional weight [D] (and bias [D] for layernorm)."""
+    x = c.expect_float(0)
+    if x.rank == 0:
+        raise c.error(f"{c.op} expects a tensor with at least one axis, got {c.describe(0)}")
+    if len(c.types) > (3 if c.op == "layernorm" else 2):
+        raise c.error(f"{c.op}: too many inputs")
+    same_dtype(c)
+    for i in range(1, len(c.types)):
+        _expect_shape(c, i, (x.shape[-1],), "the weight" if i == 1 else "the bias")
+    return x
+
+
+for _n in ("layernorm", "rmsnorm"):
+    op(_n, emit=_norm_emit)(_norm_infer)
+
+
+def _bn_emit(e: EmitCtx) -> str:
+    x, w, b, rm, rv = e.ins[:5]
+    nbt = _opt(e, 5)
+    return (f"rt.batch_norm({x}, {rm}, {rv}, {w}, {b}, {nbt}, self.training, "
+            f"{float(e.attrs.get('momentum', 0.1))!r}, {float(e.attrs.get('eps', 1e-5))!r})")
+
+
+@op("batchnorm", emit=_bn_emit)
+def _batchnorm(c: InferCtx) -> TensorType:
+    """x [B, C, ...] with weight, bias, running_mean, running_var [C] (+ num_batches_tracked [])."""
+    x = c.expect_rank(0, 2, 3, 4, 5)
+    c.expect_float(0)
+    if len(c.types) not in (5, 6):
+        raise c.error("batchnorm takes x, weight, bias, running_mean, running_var (, num_batches_tracked)")
+    same_dtype(c, 0, 1, 2, 3, 4)
+    for i, what in enumerate(("the weight", "the bias", "running_mean", "running_var"), 1):
+        _expect_shape(c, i, (x.shape[1],), what)
+    return x
+
+
+# ------------------------------------------------------------------------------------- attention
+def _attn_emit(e: EmitCtx) -> str:
+    p = float(e.attrs.get("dropout", 0.0))
+    drop = f"({p!r} if self.training else 0.0)" if p > 0 else "0.0"
+    scale = e.attrs.get("scale")
+    return (f"F.scaled_dot_product_attention({e.ins[0]}, {e.ins[1]}, {e.ins[2]}, dropout_p={drop}, "
+            f"is_causal={bool(e.attrs.get('causal', False))}, scale={None if scale is None else float(scale)!r})")
+
+
+@op("attention", emit=_attn_emit)
+def _attention(c: InferCtx) -> TensorType:
+    """softmax(q k^T * scale [+ causal mask]) v: q [..., Tq, E], k [..., Tk, E], v [..., Tk, Ev] -> [..., Tq, Ev].
+    attrs: causal (bool; the mask is aligned top-left), scale (None: 1/sqrt(E)), dropout (p while training)."""
+    q, k, v = c.types
+    dtype = same_dtype(c)
+    c.expect_float(0)
+    for i in range(3):
+        c.expect_rank(i, 2, 3, 4, 5, what=("query", "key", "value")[i])
+    if not (q.rank == k.rank == v.rank) or not all(D.equal(a, b) and D.equal(a, d) for a, b, d in
+                                                 zip(q.shape[:-2], k.shape[:-2], v.shape[:-2])):
+        raise c.error(f"attention: batch dims of q, k, v must match: {c.describe(0)}, {c.describe(1)}, "
+                      f"{c.describe(2)}")
+    if not D.equal(q.shape[-1], k.shape[-1]):
+        raise c.error(f"attention: q and k must have the same last dim, got {c.describe(0)} and {c.describe(1)}")
+    if not D.equal(k.shape[-2], v.shape[-2]):
+        raise c.error(f"attention: k and v must have the same length (dim -2), got {c.describe(1)} and "
+                      f"{c.describe(2)}")
+    return TensorType(list(q.shape[:-1]) + [v.shape[-1]], dtype)

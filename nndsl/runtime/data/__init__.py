@@ -1,0 +1,47 @@
+"""Datasets a train section can name, loaded from local files only (nndsl never downloads).
+
+    data = mnist("data/mnist", split="train")                     # IDX .gz files      (idx.py)
+    data = text("input.txt", context=256, split=0.9, part="val")  # char-level text    (text.py)
+    data = npz("letters.npz", x="x_train", y="y_train", scale=1.0 / 32768)
+    data = csv("table.csv", target="y")                           # numeric table      (arrays.py)
+    data = synthetic_regression(n=1000, features=10)
+
+Each constructor is a plain function; its Python signature (names, annotations, defaults) is the
+signature the train section is checked against. The keyword-only ``base_dir`` is the .nn file's
+folder, where relative paths are looked up first (``paths.py``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from ...errors import NndslError
+from .arrays import csv, npz, synthetic_regression
+from .idx import fashion_mnist, mnist, read_idx
+from .sources import (EpochBatches, Source, TextSource, batches_per_epoch, eval_batches, loader,
+                      train_batches)
+from .text import text
+
+DATASETS: dict[str, Callable[..., Source]] = {
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+    "text": text,
+    "npz": npz,
+    "csv": csv,
+    "synthetic_regression": synthetic_regression,
+}
+
+
+def load(spec, base_dir: Optional[Path]) -> Source:
+    """The dataset a ``Spec`` names; errors without a location get the spec's (the train entry's)."""
+    try:
+        return DATASETS[spec.name](**spec.kwargs, base_dir=base_dir)
+    except NndslError as e:
+        if e.span is None:
+            e.span = spec.span
+        raise
+
+
+__all__ = ["DATASETS", "load", "Source", "TextSource", "EpochBatches", "batches_per_epoch", "eval_batches",
+           "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
+           "read_idx"]

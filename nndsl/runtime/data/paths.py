@@ -1,0 +1,47 @@
+"""Where data files are looked for. nndsl never downloads anything.
+
+A relative path is tried, in order, against: the folder of the .nn file, ``$NNDSL_DATA``, the
+current directory. A miss is an ``NndslDataError`` that lists every path tried.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from ...errors import NndslDataError
+
+NEVER_DOWNLOADS = ("nndsl never downloads data: put it next to the .nn file, or set $NNDSL_DATA "
+                   "to the folder that holds it")
+
+
+def candidates(path: str, base_dir: Optional[Path]) -> list[Path]:
+    """Where ``path`` may be, in the order they are tried."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return [p]
+    out = []
+    if base_dir is not None:
+        out.append(Path(base_dir) / p)
+    env = os.environ.get("NNDSL_DATA")
+    if env:
+        out.append(Path(env).expanduser() / p)
+    out.append(Path.cwd() / p)
+    seen, unique = set(), []
+    for c in out:
+        key = os.path.abspath(c)
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    return unique
+
+
+def resolve(path: str, base_dir: Optional[Path], what: str = "data file",
+            accept: Callable[[Path], bool] = Path.is_file) -> Path:
+    """The first candidate for ``path`` that ``accept``s, or an error naming every path tried."""
+    tried = candidates(path, base_dir)
+    for c in tried:
+        if accept(c):
+            return c
+    listing = "\n".join(f"      {t}" for t in tried)
+    raise NndslDataError(f"{what} '{path}' not found; tried:\n{listing}", hint=NEVER_DOWNLOADS)

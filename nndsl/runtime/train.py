@@ -1,0 +1,329 @@
+"""The training loop: ``fit(model, cfg, out_dir, ...)`` trains and evaluates per a ``TrainConfig``.
+
+Epoch mode (``epochs = N``) evaluates after every epoch; step mode (``steps = N``) every
+``eval_every`` steps. The learning rate is set before every optimizer step from the schedule, so
+the schedule's only state is the step count, and a run resumed from ``optimizer.pt`` (weights,
+optimizer, step, RNG states, sampler state) continues exactly where it stopped.
+
+Weight decay and the l1/l2 penalties apply to weight matrices and kernels only (parameters of rank
+>= 2), never to biases or normalization parameters (as nanoGPT does for weight decay).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import NndslConfigError, NndslDataError, NndslError
+from . import checkpoint as ckpt
+from . import data
+from .config import Spec, TrainConfig
+from .losses import make_loss
+from .metrics import Metrics
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise NndslConfigError(f"device '{device}' asked for, but CUDA is not available here",
+                               hint="use --device cpu (or auto)")
+    return torch.device(device)
+
+
+def build_optimizer(model: torch.nn.Module, spec: Spec) -> torch.optim.Optimizer:
+    """``spec`` as a torch optimizer; weight decay only on parameters of rank >= 2."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise NndslConfigError("the model has no trainable parameters", spec.span)
+    k = dict(spec.kwargs)
+    decay = k.pop("weight_decay", 0.0)
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if spec.name == "sgd":
+        return torch.optim.SGD(groups, lr=k["lr"], momentum=k["momentum"], nesterov=k["nesterov"])
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[spec.name]
+    if len(k["betas"]) != 2:
+        raise NndslConfigError(f"{spec.name}(): betas must be two numbers, got {k['betas']}", spec.span)
+    return cls(groups, lr=k["lr"], betas=tuple(k["betas"]), eps=k["eps"])
+
+
+class Schedule:
+    """The learning rate at each optimizer step. ``step``/``multistep`` count epochs in epoch mode and
+    steps in step mode; ``cosine`` decays over the whole run; ``warmup`` is in steps (all schedules)."""
+
+    def __init__(self, spec: Spec, base_lr: float, total: int, per_epoch: int, step_mode: bool):
+        self.spec, self.base, self.total, self.per_epoch, self.step_mode = spec, base_lr, total, per_epoch, step_mode
+
+    def __call__(self, step: int) -> float:
+        k, name = self.spec.kwargs, self.spec.name
+        warm = k.get("warmup", 0)
+        ramp = (step + 1) / (warm + 1) if step < warm else 1.0
+        if name == "cosine":
+            if step < warm:
+                return self.base * ramp
+            progress = min(1.0, (step - warm) / max(1, self.total - warm))
+            return k["min_lr"] + (self.base - k["min_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        unit = step if self.step_mode else step // self.per_epoch
+        if name == "step":
+            factor = k["gamma"] ** (unit // k["every"])
+        elif name == "multistep":
+            factor = k["gamma"] ** sum(unit >= m for m in k["milestones"])
+        else:
+            factor = 1.0
+        return self.base * factor * ramp
+
+
+def _penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor:
+    total = 0.0
+    if l1:
+        total = total + l1 * sum(w.abs().sum() for w in weights)
+    if l2:
+        total = total + l2 * sum(w.pow(2).sum() for w in weights)
+    return total
+
+
+def _to(xy, dev: torch.device):
+    nb = dev.type == "cuda"
+    return tuple(t.to(dev, non_blocking=nb) for t in xy)
+
+
+def _forward(model, x):
+    return model(*x) if isinstance(x, (list, tuple)) else model(x)
+
+
+def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_probs: bool,
+             dev: torch.device) -> dict[str, float]:
+    """``cfg.metrics`` over ``source`` (all of it, or ``cfg.eval_batches`` batches), model in eval mode."""
+    was_training = model.training
+    model.eval()
+    m = Metrics(cfg.metrics, loss_fn, output_is_probs)
+    with torch.no_grad():
+        for i, xy in enumerate(data.eval_batches(source, cfg.batch, cfg.eval_batches, workers=cfg.workers,
+                                                 pin=dev.type == "cuda")):
+            x, y = _to(xy, dev)
+            pred = _forward(model, x)
+            if i == 0:
+                _check_targets(pred, source, cfg, "eval")
+            m.update(pred, y)
+    model.train(was_training)
+    return m.compute()
+
+
+def _check_targets(pred: torch.Tensor, source: data.Source, cfg: TrainConfig, key: str) -> None:
+    """Integer targets must index the model's classes (a clear error instead of an index assert)."""
+    top = source.target_max()
+    if cfg.loss.name != "cross_entropy" or top is None or pred.dim() == 0 or top < pred.shape[-1]:
+        return
+    hint = f"the model's vocabulary must be at least {source.vocab_size} (e.g. --set vocab={source.vocab_size})" \
+        if hasattr(source, "vocab_size") else None
+    raise NndslDataError(f"the {key} targets go up to {top}, but the model outputs {pred.shape[-1]} classes",
+                         cfg.spans.get(key), hint)
+
+
+def _check_inputs(model: torch.nn.Module, source: data.Source, cfg: TrainConfig, key: str) -> None:
+    """The data's x must have the kind of dtype the model's input declares (floats vs integers)."""
+    graph = getattr(model, "graph", None)
+    if graph is None or not getattr(graph, "inputs", None) or not hasattr(source, "x"):
+        return
+    want = graph.inputs[0].type
+    if want.is_float != source.x.is_floating_point():
+        raise NndslDataError(f"the {key} gives x as {str(source.x.dtype).replace('torch.', '')}, "
+                             f"but the model's input '{graph.inputs[0].name}' is {want}", cfg.spans.get(key))
+
+
+class _Interval:
+    """Running training loss and throughput since the last evaluation (loss kept on the device)."""
+
+    def __init__(self, dev: torch.device):
+        self.loss, self.n, self.seconds = torch.zeros((), device=dev, dtype=torch.float64), 0, 0.0
+
+    def mean(self) -> float:
+        return self.loss.item() / max(1, self.n)
+
+    def rate(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else 0.0
+
+
+def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None, *, device: Optional[str] = None,
+        resume: bool = False, output_is_probs: bool = False, progress: bool = True,
+        model_meta: Optional[dict] = None, log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
+    """Train ``model`` per ``cfg``; write checkpoints and metrics under ``out_dir`` (None: write nothing).
+
+    ``device``: "cpu" | "cuda" | "auto" (default: ``cfg.device``). ``resume``: continue from
+    ``out_dir/optimizer.pt``. ``output_is_probs``: the model ends in softmax/sigmoid.
+    ``model_meta`` goes into ``out_dir/run.json`` (``nndsl.load`` rebuilds the model from it).
+    Returns ``{"final": {metric: value}, "history": [...], "samples_per_second": ..., "seconds": ...}``.
+    """
+    if cfg.data is None:
+        raise NndslConfigError("the train section has no `data = ...`: nothing to train on",
+                               hint='e.g. data = mnist("data/mnist", split="train")')
+    if resume and out_dir is None:
+        raise NndslConfigError("--resume needs the run folder (--out)")
+    out_dir = Path(out_dir) if out_dir is not None else None
+    dev = resolve_device(device or cfg.device)
+    seed_everything(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # data: loaded into memory, indexed a batch at a time
+    train_src = data.load(cfg.data, cfg.base_dir)
+    eval_src = data.load(cfg.eval, cfg.base_dir) if cfg.eval is not None else None
+    _check_inputs(model, train_src, cfg, "data")
+    if eval_src is not None:
+        _check_inputs(model, eval_src, cfg, "eval")
+    # model, loss, optimizer, schedule
+    model.to(dev).train()
+    loss_fn = make_loss(cfg.loss, output_is_probs)
+    opt = build_optimizer(model, cfg.optimizer)
+    weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
+    step_mode = cfg.mode == "steps"
+    per_epoch = data.batches_per_epoch(len(train_src), cfg.batch)
+    total = cfg.steps if step_mode else cfg.epochs * per_epoch
+    schedule = Schedule(cfg.schedule, cfg.lr, total, per_epoch, step_mode)
+    eval_every = (cfg.eval_every or max(1, math.ceil(total / 10))) if step_mode else per_epoch
+    ckpt_every = (cfg.checkpoint_every or 0) * (1 if step_mode else per_epoch)
+    sampler = torch.Generator().manual_seed(cfg.seed)  # random text windows in step mode
+
+    st: dict[str, Any] = {"step": 0, "history": [], "train_seconds": 0.0, "seconds": 0.0, "samples": 0,
+                          "final": {}}
+    if resume:
+        saved = ckpt.load_state(out_dir / ckpt.STATE)
+        model.load_state_dict(ckpt.load_weights(out_dir / ckpt.WEIGHTS))
+        opt.load_state_dict(saved["optimizer"])
+        sampler.set_state(saved["sampler"])
+        ckpt.set_rng_state(saved["rng"])
+        st.update({k: saved[k] for k in st if k in saved})
+    if out_dir is not None:
+        meta = dict(model_meta or {})
+        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs)
+        if isinstance(train_src, data.TextSource):
+            meta["vocab"] = train_src.vocab
+        ckpt.save_json(out_dir / ckpt.RUN, meta)
+    clock0, seconds0 = time.perf_counter(), st["seconds"]
+
+    def save() -> None:
+        st["seconds"] = seconds0 + time.perf_counter() - clock0
+        if out_dir is None:
+            return
+        ckpt.save_weights(out_dir / ckpt.WEIGHTS, model.state_dict())
+        ckpt.save_state(out_dir / ckpt.STATE, {"optimizer": opt.state_dict(), "sampler": sampler.get_state(),
+                                               "rng": ckpt.rng_state(), **st})
+
+    def results() -> dict[str, Any]:
+        rate = st["samples"] / st["train_seconds"] if st["train_seconds"] > 0 else 0.0
+        return {"final": st["final"], "history": st["history"], "samples_per_second": rate,
+                "seconds": st["seconds"]}
+
+    def record(step: int, lr: float, iv: _Interval) -> None:
+        """Evaluate, append to the history, print one line, rewrite metrics.json."""
+        entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, "train_loss": iv.mean()}
+        if eval_src is not None:
+            st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
+            entry.update(st["final"])
+        else:
+            st["final"] = {"train_loss": entry["train_loss"]}
+        entry["samples_per_second"] = iv.rate()
+        st["history"].append(entry)
+        where = f"step {step}/{total}" if step_mode else f"epoch {step // per_epoch}/{cfg.epochs}"
+        shown = "  ".join(f"{k} {entry[k]:.4f}" for k in ["train_loss", *st["final"]] if k in entry)
+        log(f"{where}  {shown}  ({iv.rate():,.0f} samples/s)")
+        st["seconds"] = seconds0 + time.perf_counter() - clock0
+        if out_dir is not None:
+            ckpt.save_json(out_dir / ckpt.METRICS, results())
+
+    start = st["step"]
+    if start >= total:
+        log(f"already trained to step {start} of {total}; nothing to do")
+    batches = data.train_batches(train_src, cfg.batch, seed=cfg.seed, start=start, step_mode=step_mode,
+                                 generator=sampler, workers=cfg.workers, pin=dev.type == "cuda")
+    iv, bar, step = _Interval(dev), None, start
+    try:
+        while step < total:
+            if bar is None:  # one bar per epoch (epoch mode) or for the whole run (step mode)
+                bar = tqdm(total=total if step_mode else per_epoch, initial=step if step_mode else step % per_epoch,
+                           desc="train" if step_mode else f"epoch {step // per_epoch + 1}/{cfg.epochs}",
+                           disable=not progress, leave=False, dynamic_ncols=True, unit="step")
+            t0 = time.perf_counter()
+            x, y = _to(next(batches), dev)
+            lr = schedule(step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg)
+            total_loss = loss + _penalty(weights, cfg.l1, cfg.l2) if (cfg.l1 or cfg.l2) else loss
+            opt.zero_grad(set_to_none=True)
+            total_loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            st["step"] = step
+            iv.loss += loss.detach() * len(y)
+            iv.n += len(y)
+            dt = time.perf_counter() - t0
+            iv.seconds += dt
+            st["train_seconds"] += dt
+            st["samples"] += len(y)
+            bar.update(1)
+            if bar.n % 25 == 0 or step % eval_every == 0 or step == total:
+                _show(bar, iv, lr, step, cfg)
+            if step % eval_every == 0 or step == total:
+                if not step_mode:
+                    bar.close()
+                    bar = None
+                record(step, lr, iv)
+                iv = _Interval(dev)
+            if ckpt_every and step % ckpt_every == 0 and step < total:
+                save()
+    except KeyboardInterrupt:
+        if out_dir is not None:
+            save()
+            log(f"interrupted at step {st['step']}; checkpoint saved in {out_dir} (continue with --resume)")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if not st["final"] and eval_src is not None:
+        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
+    save()
+    out = results()
+    if out_dir is not None:
+        ckpt.save_json(out_dir / ckpt.METRICS, out)
+    return out
+
+
+def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainConfig) -> torch.Tensor:
+    """Forward and loss; the first step turns a data/model mismatch into a located data error."""
+    if not first:
+        return loss_fn(_forward(model, x), y)
+    try:
+        pred = _forward(model, x)
+    except (ValueError, TypeError) as e:  # the compiled forward's input check
+        raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
+    _check_targets(pred, source, cfg, "data")
+    try:
+        return loss_fn(pred, y)
+    except NndslError as e:
+        e.span = e.span or cfg.spans.get("loss")
+        raise
+
+
+def _show(bar, iv: _Interval, lr: float, step: int, cfg: TrainConfig) -> None:
+    mean = iv.mean()
+    if not math.isfinite(mean):
+        raise NndslConfigError(f"the loss became {mean} by step {step}", cfg.spans.get("optimizer"),
+                               "lower the learning rate, or set clip = 1.0")
+    bar.set_postfix_str(f"loss {mean:.4f}  lr {lr:.2e}  {iv.rate():,.0f} samples/s", refresh=False)

@@ -1,0 +1,196 @@
+"""matmul kernels vs the float64 reference: outputs and the gradients of a, b, bias and residual.
+
+Interpreter tests (CPU, TRITON_INTERPRET=1) use sizes that are not multiples of the 16x16x16
+interpreter tiles; CUDA tests at real sizes run only where a GPU is present.
+Broadcasting supported (and tested): the batch dims of a [..., M, K] and b [..., K, N] broadcast
+like torch.matmul (numpy rules, either side may be missing dims or have size 1).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nndsl.kernels import matmul as mod
+from nndsl.kernels.matmul import ACTIVATIONS, matmul, matmul_backward, matmul_forward, matmul_reference
+from tolerance import TOL, TOL_TF32, assert_close
+
+NAMES = ("a", "b", "bias", "residual")
+
+
+def _inputs(a_shape, b_shape, bias=True, residual=True, device="cpu", dtype=torch.float32):
+    """Fresh random a, b (scaled so z = a @ b stays O(1)), bias, residual."""
+    new = dict(device=device, dtype=dtype)
+    a = torch.randn(a_shape, **new)
+    b = (torch.randn(b_shape, device=device) / max(b_shape[-2], 1) ** 0.5).to(dtype)
+    out_shape = torch.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
+    return (a, b, torch.randn(b_shape[-1], **new) if bias else None,
+            torch.randn(out_shape, **new) if residual else None)
+
+
+def _check(a, b, bias=None, activation=None, residual=None, tol=TOL[torch.float32], grad_of=NAMES):
+    """matmul forward + backward vs the float64 reference; every gradient in `grad_of` compared."""
+    args = [t.detach().requires_grad_(n in grad_of) if t is not None else None
+            for n, t in zip(NAMES, (a, b, bias, residual))]
+    ref_args = [t.detach().to(torch.float64).requires_grad_(t.requires_grad) if t is not None else None
+                for t in args]
+    y = matmul(args[0], args[1], args[2], activation, args[3])
+    y_ref = matmul_reference(ref_args[0], ref_args[1], ref_args[2], activation, ref_args[3])
+    assert_close("y", y, y_ref, tol)
+    names = [n for n, t in zip(NAMES, args) if t is not None and t.requires_grad]
+    if not names:
+        return
+    dy = torch.randn_like(y_ref)
+    grads = torch.autograd.grad(y, [args[NAMES.index(n)] for n in names], dy.to(y.dtype))
+    ref_grads = torch.autograd.grad(y_ref, [ref_args[NAMES.index(n)] for n in names], dy)
+    for n, g, r in zip(names, grads, ref_grads):
+        assert_close(f"d{n}", g, r, tol)
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpreter: 2-D shapes, activations, optional bias / residual
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 33, 7), (7, 1, 33), (33, 7, 70), (70, 33, 1), (70, 70, 33)])
+def test_shapes_2d(m, k, n):
+    _check(*_inputs((m, k), (k, n))[:3], "gelu", _inputs((m, k), (k, n))[3])
+
+
+@pytest.mark.parametrize("activation", (None,) + ACTIVATIONS)
+def test_activations(activation):
+    a, b, bias, _ = _inputs((33, 17), (17, 70), residual=False)
+    _check(a, b, bias, activation)
+
+
+@pytest.mark.parametrize("bias,residual", [(False, False), (True, False), (False, True)])
+def test_bias_residual_optional(bias, residual):
+    a, b, bias_t, res = _inputs((7, 33), (33, 9), bias=bias, residual=residual)
+    _check(a, b, bias_t, "relu", res)
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpreter: batch dims and broadcasting
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a_shape,b_shape,activation", [
+    ((3, 5, 17), (17, 9), "silu"),  # batched a, 2-D b: one GEMM over 15 rows
+    ((2, 3, 5, 17), (2, 3, 17, 9), "gelu"),  # batched b, equal batch dims (collapse to one)
+    ((2, 1, 5, 17), (3, 17, 9), "tanh"),  # both broadcast: out (2, 3, 5, 9), two batch dims
+    ((5, 17), (4, 17, 9), None),  # 2-D a against a batch of b: da sums over the batch
+    ((2, 3, 5, 17), (1, 17, 9), "relu"),  # b's batch dims all 1: one GEMM
+    ((2, 1, 3, 1, 5, 7), (1, 2, 1, 2, 7, 4), "sigmoid"),  # 4 independent batch dims: copied to 1
+])
+def test_batched(a_shape, b_shape, activation):
+    _check(*_inputs(a_shape, b_shape)[:3], activation, _inputs(a_shape, b_shape)[3])
+
+
+def test_non_contiguous_2d():
+    a = torch.randn(33, 7).t()  # (7, 33) transposed view
+    b = torch.randn(70, 33).t()[:, ::2] / 6  # (33, 35), transposed and strided
+    res = torch.randn(35, 7).t()
+    _check(a, b, torch.randn(35), "gelu_tanh", res)
+
+
+def test_non_contiguous_batched():
+    a = torch.randn(3, 17, 5).transpose(1, 2)  # batched a whose rows cannot be flattened: copied
+    _check(a, torch.randn(9, 17).t() / 4, torch.randn(9), "silu")
+    a = torch.randn(3, 2, 5, 17).transpose(0, 1)  # batch dims permuted
+    b = torch.randn(2, 3, 9, 17).transpose(-1, -2) / 4
+    _check(a, b, torch.randn(9), "gelu", torch.randn(2, 3, 5, 9))
+
+
+@pytest.mark.parametrize("grad_of", [("a",), ("b",), ("bias",), ("b", "bias"), ("residual",)])
+def test_gradient_subsets(grad_of):
+    a, b, bias, res = _inputs((2, 9, 17), (17, 33))
+    _check(a, b, bias, "gelu", res, grad_of=grad_of)
+    a, b, bias, res = _inputs((2, 9, 17), (2, 17, 33))
+    _check(a, b, bias, None, res, grad_of=grad_of)
+
+
+def test_no_grad_forward():
+    a, b, bias, res = _inputs((3, 7, 33), (33, 9))
+    with torch.no_grad():
+        y = matmul(a, b, bias, "sigmoid", res)
+    assert_close("y", y, matmul_reference(a.double(), b.double(), bias.double(), "sigmoid", res.double()),
+                 TOL[torch.float32])
+
+
+def test_reference_fallback(monkeypatch):
+    monkeypatch.setattr(mod, "use_triton", lambda *t: False)
+    _check(*_inputs((5, 7, 9), (9, 4))[:3], "gelu")
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpreter: launchers write every element (outputs pre-filled with NaN)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a_shape,b_shape", [((33, 17), (17, 35)), ((2, 3, 7, 17), (2, 3, 17, 9))])
+def test_launchers_write_everything(a_shape, b_shape):
+    a, b, bias, res = _inputs(a_shape, b_shape)
+    y = torch.full(res.shape, float("nan"))
+    s = torch.full(res.shape, float("nan"))
+    matmul_forward(a, b, bias, "gelu", res, save_grad=True, out=y, grad_out=s)
+    z = (torch.matmul(a.double(), b.double()) + bias.double()).requires_grad_()
+    act_grad, = torch.autograd.grad(torch.nn.functional.gelu(z).sum(), z)
+    assert_close("y", y, matmul_reference(a.double(), b.double(), bias.double(), "gelu", res.double()),
+                 TOL[torch.float32])
+    assert_close("s", s, act_grad, TOL[torch.float32])
+
+    g = torch.randn(res.shape)
+    da, db = torch.full(a.shape, float("nan")), torch.full(b.shape, float("nan"))
+    _, _, dbias = matmul_backward(g, a, b, s, need_bias=True, out_a=da, out_b=db)
+    dz = g.double() * act_grad
+    assert_close("da", da, dz @ b.double().transpose(-1, -2), TOL[torch.float32])
+    assert_close("db", db, a.double().transpose(-1, -2) @ dz, TOL[torch.float32])
+    assert_close("dbias", dbias, dz.reshape(-1, dz.shape[-1]).sum(0), TOL[torch.float32])
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument errors
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,match", [
+    ((torch.randn(3, 4), torch.randn(5, 6)), "inner sizes"),  # K mismatch
+    ((torch.randn(3, 4), torch.randn(4, 6), torch.randn(5)), "bias must have shape"),
+    ((torch.randn(3, 4), torch.randn(4, 6), torch.randn(1, 6)), "bias must have shape"),
+    ((torch.ones(3, 4, dtype=torch.int32), torch.ones(4, 6, dtype=torch.int32)), "dtype"),
+    ((torch.randn(3, 4), torch.randn(4, 6), None, "elu"), "unknown activation"),
+    ((torch.randn(3, 4), torch.randn(4, 6), None, None, torch.randn(6, 3)), "residual must have"),
+    ((torch.randn(2, 3, 4), torch.randn(3, 4, 5)), "do not broadcast"),
+    ((torch.randn(4), torch.randn(4, 6)), "2\\+ dims"),
+    ((torch.randn(3, 4), torch.randn(4, 6, dtype=torch.float16)), "same dtype"),
+])
+def test_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        matmul(*args)
+
+
+def test_out_buffer_errors():
+    with pytest.raises(ValueError, match="out must be"):
+        matmul_forward(torch.randn(3, 4), torch.randn(4, 6), out=torch.empty(6, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA, real sizes (run only where a GPU is present)
+# ----------------------------------------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# fp32 dots use TF32 exactly when torch.matmul would
+_FP32_TOL = TOL_TF32 if torch.backends.cuda.matmul.allow_tf32 else TOL[torch.float32]
+CUDA_DTYPES = [(torch.float32, _FP32_TOL), (torch.float16, TOL[torch.float16]), (torch.bfloat16, TOL[torch.bfloat16])]
+
+
+@cuda
+@pytest.mark.parametrize("dtype,tol", CUDA_DTYPES)
+@pytest.mark.parametrize("a_shape,b_shape,activation,bias,residual", [
+    ((1024, 768), (768, 3072), "gelu", True, False),  # GPT-2 fc
+    ((4, 256, 768), (768, 768), None, True, True),  # attention projection + residual
+    ((1000, 999), (999, 1001), "gelu_tanh", True, True),  # ragged everywhere
+    ((4, 12, 256, 64), (4, 12, 64, 256), "silu", False, False),  # batched b
+    ((8, 1, 128, 96), (6, 96, 80), "tanh", True, True),  # broadcast batch dims
+])
+def test_cuda(dtype, tol, a_shape, b_shape, activation, bias, residual):
+    a, b, bias_t, res = _inputs(a_shape, b_shape, bias, residual, device="cuda", dtype=dtype)
+    _check(a, b, bias_t, activation, res, tol=tol)
+
+
+@cuda
+@pytest.mark.parametrize("dtype,tol", CUDA_DTYPES)
+def test_cuda_non_contiguous(dtype, tol):
+    a = torch.randn(768, 512, device="cuda", dtype=dtype).t()
+    b = (torch.randn(1024, 768, device="cuda") / 28).to(dtype).t()  # nn.Linear's weight layout
+    _check(a, b, torch.randn(1024, device="cuda", dtype=dtype), "relu", tol=tol)
