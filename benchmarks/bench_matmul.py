@@ -42,7 +42,8 @@ def _case(name, mode, m, k, n, bias=False, activation=None, residual=False) -> d
 
     if grad:
         dy = torch.randn(m, n, **new)
-        fns = (lambda: torch.autograd.grad(ours(), inputs, dy), lambda: torch.autograd.grad(theirs(), inputs, dy))
+        fns = (lambda: torch.autograd.grad(ours(), inputs, dy),
+               lambda: torch.autograd.grad(theirs(), inputs, dy))
     else:
         fns = (ours, theirs)
     return {"family": "matmul", "name": name, "mode": mode, "triton": fns[0], "torch": fns[1],

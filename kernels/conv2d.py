@@ -19,6 +19,10 @@ db over N*Hout*Wout in per-tile partial sums):
       (sh*sw - 1)/(sh*sw) share of masked-off tap work a plain masked gather would do.
   dw  implicit GEMM per tap: dw[co, c, kh, kw] = sum over m of dz[m, co] * A[m, (kh, kw, c)],
       the reduction over m split across a grid axis into fp32 partials summed afterwards.
+Layouts: the kernels take any strides; the launchers pass channels-last x / dz and weights laid
+out (KH, KW, Cin/g, Cout) (or (KH, KW, Cout, Cin/g) for dx), so every gathered tile is contiguous
+along channels (16-byte async copies on a GPU). y and dx come back in x's memory format (NCHW, or
+channels-last when x is), like F.conv2d.
 Activation gradient: relu, sigmoid and tanh are differentiated from the saved OUTPUT y
 (y > 0, y(1-y), 1-y^2); gelu (exact, erf) and silu need the PRE-activation z, which the forward
 epilogue then stores as a second output. No activation: nothing extra is saved.

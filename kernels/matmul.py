@@ -21,6 +21,8 @@ Backward, with dz = grad * s (grad itself without activation), never materialize
                      transposed strides of dB; its programs on the first column-block also sum
                      their dz^T tiles over the inner dim: the bias gradient (fp32 per batch entry).
   dresidual = grad.  Gradients of broadcast batch dims are summed afterwards (sum_to_size).
+Split-K: when a gradient has too few output tiles to fill the GPU (dB of a small weight over
+many tokens), grid axis 2 cuts the inner dim into chunks writing fp32 partials, summed after.
 Why s = act'(z) and not z: the backward GEMMs then apply the activation gradient with one
 multiply per loaded element; re-evaluating erf/exp inside both GEMM main loops (each dz tile is
 loaded once per output tile-column) costs CUDA-core time comparable to the tensor-core MMAs,
@@ -28,6 +30,7 @@ and recomputing z would be a third GEMM. s takes the same memory as z.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -184,14 +187,15 @@ if HAS_TRITON:
         g_ptr,  # A operand [Bt, M, K]: the output gradient or its transpose (through strides)
         s_ptr,  # [Bt, M, K] act'(z), multiplied into g as loaded (a dummy without SCALE)
         x_ptr,  # B operand [..., K, N]: b^T or a, through strides
-        c_ptr,  # output [Bt, M, N]: dA, or dB^T through transposed strides
-        rsum_ptr,  # fp32 [Bt, M]: row sums of g * s over K (the bias gradient), with ROW_SUM
+        c_ptr,  # output [SPLIT, Bt, M, N]: dA, or dB^T through transposed strides
+        rsum_ptr,  # fp32 [SPLIT, Bt, M]: row sums of g * s over K (the bias gradient), with ROW_SUM
         M, N, K,  # GEMM sizes of one batch entry
+        SPLIT,  # split-K: grid axis 2 cuts K into SPLIT chunks, each writing its own partial c
         B1, B2,  # sizes of batch dims 1 and 2 of x (dim 0: grid axis 1 / (B1 * B2))
         stride_gb, stride_gm, stride_gk,  # g: flat batch, rows, inner
         stride_sb, stride_sm, stride_sk,  # s: flat batch, rows, inner
         stride_x0, stride_x1, stride_x2, stride_xk, stride_xn,  # x: batch dims 0-2, inner, cols
-        stride_cb, stride_cm, stride_cn,  # output: flat batch, rows, cols
+        stride_cs, stride_cb, stride_cm, stride_cn,  # output: split, flat batch, rows, cols
         M_KEY, N_KEY, K_KEY,  # power-of-two buckets of M, N, K: the autotuning key only
         SCALE: tl.constexpr,  # there is an activation: the A operand is g * s
         ROW_SUM: tl.constexpr,  # programs of column-block 0 write rsum
@@ -203,9 +207,13 @@ if HAS_TRITON:
     ):
         pid_m, pid_n = _tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
         pid_b = tl.program_id(1).to(tl.int64)
+        pid_s = tl.program_id(2)
+        chunk = tl.cdiv(tl.cdiv(K, SPLIT), BLOCK_K) * BLOCK_K  # this split's K range
+        k0 = pid_s * chunk
+        k_len = tl.minimum(K - k0, chunk)  # <= 0 for an empty trailing chunk: writes zeros
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_k = tl.arange(0, BLOCK_K)
+        offs_k = k0 + tl.arange(0, BLOCK_K)
         rows = (offs_m % M)[:, None]
         g_ptrs = g_ptr + pid_b * stride_gb + rows * stride_gm + offs_k[None, :] * stride_gk
         s_ptrs = s_ptr + pid_b * stride_sb + rows * stride_sm + offs_k[None, :] * stride_sk
@@ -214,17 +222,19 @@ if HAS_TRITON:
         steps = (BLOCK_K * stride_gk, BLOCK_K * stride_sk, BLOCK_K * stride_xk)
         if ROW_SUM:
             if pid_n == 0:  # one program per tile row sums it; the others keep the plain loop
-                acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, K, steps[0], steps[1], steps[2],
+                acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, k_len, steps[0], steps[1], steps[2],
                                       BLOCK_M, BLOCK_N, BLOCK_K, SCALE, True, PRECISION)
-                tl.store(rsum_ptr + pid_b * M + offs_m, rsum, mask=offs_m < M)
+                r_off = (pid_s * tl.num_programs(1) + pid_b) * M
+                tl.store(rsum_ptr + r_off + offs_m, rsum, mask=offs_m < M)
             else:
-                acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, K, steps[0], steps[1], steps[2],
+                acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, k_len, steps[0], steps[1], steps[2],
                                       BLOCK_M, BLOCK_N, BLOCK_K, SCALE, False, PRECISION)
         else:
-            acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, K, steps[0], steps[1], steps[2],
+            acc, rsum = _mainloop(g_ptrs, s_ptrs, x_ptrs, k_len, steps[0], steps[1], steps[2],
                                   BLOCK_M, BLOCK_N, BLOCK_K, SCALE, False, PRECISION)
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        c_off = pid_b * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        c_off = (pid_s * stride_cs + pid_b * stride_cb
+                 + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn)
         tl.store(c_ptr + c_off, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
     def _config(bm, bn, bk, stages, warps):
@@ -247,7 +257,7 @@ if HAS_TRITON:
     ]
     _KEY = ["M_KEY", "N_KEY", "K_KEY"]  # buckets, so a new batch size does not re-tune
     _matmul_fwd_tuned = triton.autotune(_CONFIGS, key=_KEY)(_matmul_fwd_kernel)
-    _matmul_bwd_tuned = triton.autotune(_CONFIGS, key=_KEY)(_matmul_bwd_kernel)
+    _matmul_bwd_tuned = triton.autotune(_CONFIGS, key=_KEY + ["SPLIT"])(_matmul_bwd_kernel)
 
 # under the interpreter: one small config, not an autotuning sweep
 _INTERPRET_META = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2)
@@ -262,14 +272,16 @@ def _check_args(a, b, bias, activation, residual) -> str:
     check_float("b", b)
     check_same("a", a, "b", b)
     if a.dim() < 2 or b.dim() < 2:
-        raise ValueError(f"a [..., M, K] and b [..., K, N] need 2+ dims, got a {tuple(a.shape)}, b {tuple(b.shape)}")
+        raise ValueError(f"a [..., M, K] and b [..., K, N] need 2+ dims, "
+                         f"got a {tuple(a.shape)}, b {tuple(b.shape)}")
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"inner sizes differ: a {tuple(a.shape)} has K={a.shape[-1]}, "
                          f"b {tuple(b.shape)} has K={b.shape[-2]}")
     try:
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except RuntimeError:
-        raise ValueError(f"batch dims of a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast") from None
+        raise ValueError(f"batch dims of a {tuple(a.shape)} and b {tuple(b.shape)} "
+                         "do not broadcast") from None
     out_shape = (*batch, a.shape[-2], b.shape[-1])
     if bias is not None:
         check_float("bias", bias)
@@ -280,7 +292,8 @@ def _check_args(a, b, bias, activation, residual) -> str:
         check_float("residual", residual)
         check_same("a", a, "residual", residual)
         if tuple(residual.shape) != out_shape:
-            raise ValueError(f"residual must have the output shape {out_shape}, got {tuple(residual.shape)}")
+            raise ValueError(f"residual must have the output shape {out_shape}, "
+                             f"got {tuple(residual.shape)}")
     act = "none" if activation is None else activation
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected None or one of {ACTIVATIONS}")
@@ -329,7 +342,8 @@ def _plan(a: torch.Tensor, b: torch.Tensor) -> _Plan:
     dims = [(1, (0, 0))] * (3 - len(dims)) + dims
     sizes = tuple(d[0] for d in dims)
     if math.prod(sizes) > _MAX_BATCH:
-        raise ValueError(f"batch of {math.prod(sizes)} matrices exceeds {_MAX_BATCH} (a {tuple(a.shape)}, b {tuple(b.shape)})")
+        raise ValueError(f"batch of {math.prod(sizes)} matrices exceeds {_MAX_BATCH} "
+                         f"(a {tuple(a.shape)}, b {tuple(b.shape)})")
     return _Plan(ae, be, sizes, tuple(d[1][0] for d in dims), tuple(d[1][1] for d in dims),
                  batch, a.shape[-2], N, K)
 
@@ -340,17 +354,33 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32" if tf32 else "ieee"
 
 
-def _launch(kernel, tuned, M, N, K, batch, args, consts):
-    """Grid (tiles of M x N, batch); autotuned on a GPU, one small config when interpreted."""
+def _launch(kernel, tuned, M, N, K, grid_yz, args, consts):
+    """Grid (tiles of M x N, *grid_yz); autotuned on a GPU, one small config when interpreted."""
     keys = [triton.next_power_of_2(max(int(n), 1)) for n in (M, N, K)]
 
     def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), batch)
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), *grid_yz)
 
     if interpreting():
         kernel[grid(_INTERPRET_META)](*args, *keys, **consts, **_INTERPRET_META)
     else:
         tuned[grid](*args, *keys, **consts)
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _split_k(bt: int, M: int, N: int, K: int, device: torch.device) -> int:
+    """How many K chunks: >1 only when the M x N output has under half a wave of (nominal) tiles,
+    e.g. the dB GEMM of a small weight over many tokens; each chunk at least `depth` deep.
+    Interpreted, the numbers are tiny so the tests take this path."""
+    tile, sms, depth = (16, 4, 16) if interpreting() else (128, _num_sms(device), 1024)
+    tiles = bt * triton.cdiv(M, tile) * triton.cdiv(N, tile)
+    if 2 * tiles > sms:
+        return 1
+    return max(1, min(sms // tiles, K // depth, 16))
 
 
 def _out_buffer(out, shape, like, name):
@@ -382,13 +412,33 @@ def matmul_forward(a, b, bias=None, activation=None, residual=None, *, save_grad
             *r3.stride(), *y3.stride())
     consts = dict(ACTIVATION=act, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
                   SAVE_GRAD=save, PRECISION=_precision(a.dtype))
-    _launch(_matmul_fwd_kernel, _matmul_fwd_tuned, p.M, p.N, p.K, bt, args, consts)
+    _launch(_matmul_fwd_kernel, _matmul_fwd_tuned, p.M, p.N, p.K, (bt,), args, consts)
     return y, s
 
 
+def _grad_gemm(g, s, x, x_bs, x_strides, c, sizes, row_sum, consts):
+    """c[bt, M, N] = (g * s)[bt, M, K] @ x[..., K, N], c any strides (dB^T is a transposed view),
+    x batched by x_bs and read through x_strides = (inner, column). Returns the fp32 row sums of
+    g * s over K and batch ([M], the bias gradient) when row_sum. Split-K goes through fp32
+    partials summed here."""
+    bt, M, K = g.shape
+    N = c.shape[2]
+    split = _split_k(bt, M, N, K, c.device)
+    part = c if split == 1 else torch.empty(split, bt, M, N, device=c.device, dtype=torch.float32)
+    cs = (0, *c.stride()) if split == 1 else part.stride()
+    rsum = torch.empty(split, bt, M, device=c.device, dtype=torch.float32) if row_sum else part
+    args = (g, s, x, part, rsum, M, N, K, split, sizes[1], sizes[2], *g.stride(), *s.stride(),
+            *x_bs, *x_strides, *cs)
+    consts = dict(consts, ROW_SUM=row_sum)
+    _launch(_matmul_bwd_kernel, _matmul_bwd_tuned, M, N, K, (bt, split), args, consts)
+    if split > 1:
+        c.copy_(part.sum(0))
+    return rsum.sum((0, 1)) if row_sum else None
+
+
 def _grad_buffer(out, shape, x, name):
-    """Where the kernel writes x's gradient, `shape` = x's shape with the batch broadcast: fp32
-    when broadcast dims get summed to x's shape afterwards, else x's dtype (or `out`)."""
+    """Where x's gradient is written, `shape` = x's shape with the batch broadcast: fp32 when
+    broadcast dims get summed to x's shape afterwards, else x's dtype (or `out`)."""
     if math.prod(shape) != x.numel():
         return torch.empty(shape, device=x.device, dtype=torch.float32)
     return _out_buffer(out, x.shape, x, name).view(shape)
@@ -413,28 +463,19 @@ def matmul_backward(grad, a, b, s=None, *, need_a=True, need_b=True, need_bias=F
     if need_a:  # dA [M, K] = dz [M, N] @ b^T [N, K]
         full = _grad_buffer(out_a, (*p.batch, a.shape[-2], K), a, "out_a")
         if full.numel():
-            c = full.view(bt, M, K)
-            args = (g3, s3, p.b, c, c, M, K, N, p.sizes[1], p.sizes[2], *g3.stride(), *s3.stride(),
-                    *p.b_bs, p.b.stride(-1), p.b.stride(-2), *c.stride())
-            _launch(_matmul_bwd_kernel, _matmul_bwd_tuned, M, K, N, bt, args, dict(consts, ROW_SUM=False))
+            b_t = (p.b.stride(-1), p.b.stride(-2))
+            _grad_gemm(g3, s3, p.b, p.b_bs, b_t, full.view(bt, M, K), p.sizes, False, consts)
         da = _grad_finish(full, a)
-    fuse_bias = need_bias and need_b and K > 0 and N > 0
     if need_b:  # dB^T [N, K] = dz^T [N, M] @ a [M, K], stored through dB's transposed strides
         full = _grad_buffer(out_b, (K, N) if p.b.dim() == 2 else (*p.batch, K, N), b, "out_b")
-        rsum = torch.empty(bt, N, device=a.device, dtype=torch.float32) if fuse_bias else None
         if full.numel():
-            c = full.view(bt, K, N)
-            args = (g3, s3, p.a, c, rsum if fuse_bias else c, N, K, M, p.sizes[1], p.sizes[2],
-                    g3.stride(0), g3.stride(2), g3.stride(1), s3.stride(0), s3.stride(2), s3.stride(1),
-                    *p.a_bs, p.a.stride(-2), p.a.stride(-1), c.stride(0), c.stride(2), c.stride(1))
-            _launch(_matmul_bwd_kernel, _matmul_bwd_tuned, N, K, M, bt, args, dict(consts, ROW_SUM=fuse_bias))
+            a_k = (p.a.stride(-2), p.a.stride(-1))
+            dbias = _grad_gemm(g3.transpose(1, 2), s3.transpose(1, 2), p.a, p.a_bs, a_k,
+                               full.view(bt, K, N).transpose(1, 2), p.sizes, need_bias, consts)
         db = _grad_finish(full, b)
-        if fuse_bias:
-            dbias = rsum.sum(0).to(a.dtype)
-    if need_bias and not fuse_bias:  # no dB GEMM to fuse into: one reduction
-        dz = g3.float() * s3.float() if s is not None else g3.float()
-        dbias = dz.sum((0, 1)).to(a.dtype)
-    return da, db, dbias
+    if need_bias and dbias is None:  # no dB GEMM to fuse into: one reduction
+        dbias = (g3.float() * s3.float() if s is not None else g3.float()).sum((0, 1))
+    return da, db, dbias.to(a.dtype) if dbias is not None else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -227,20 +227,31 @@ if HAS_TRITON:
                 if NEED_DB:
                     tl.store(db_ptr + part + c, db, mask=mask)
 
-    # One-block rows: the warp count is tuned (BLOCK = next power of two >= D); wide rows: block
-    # width, warps and stages. Keys are the row width only: a new batch size never re-tunes.
+    def _prune_bwd(configs, nargs, **kwargs):
+        """Row configs that fit (see prune_row_configs); column splits only for rows >= 8K wide."""
+        block = kwargs["BLOCK"]
+        kept = [c for c in prune_row_configs(configs, nargs, **kwargs)
+                if c.kwargs["SPLITS"] == 1 or (block >= 8192 and block // c.kwargs["SPLITS"] >= 32 * c.num_warps)]
+        return kept or [configs[0]]
+
+    # One-block rows: the warp count is tuned (BLOCK = next power of two >= D), and for the
+    # backward the column split (16K-wide rows need it to keep dw/db in registers). Wide rows:
+    # block width, warps and stages. Keys are the row width only: a new batch size never re-tunes.
     _ROW_CONFIGS = [triton.Config({}, num_warps=w) for w in (2, 4, 8, 16, 32)]
+    _BWD_ROW_CONFIGS = [triton.Config({"SPLITS": s}, num_warps=w)
+                        for w, s in [(2, 1), (4, 1), (8, 1), (16, 1), (32, 1), (16, 2), (32, 2), (16, 4), (32, 4)]]
     _LOOP_CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=s)
                      for b, w, s in [(1024, 4, 2), (2048, 8, 2), (2048, 8, 3), (4096, 16, 2)]]
-    _PRUNE = {"early_config_prune": prune_row_configs}
-    _fwd_row = triton.autotune(_ROW_CONFIGS, key=["D"], prune_configs_by=_PRUNE)(_norm_fwd_kernel)
+    _fwd_row = triton.autotune(_ROW_CONFIGS, key=["D"], prune_configs_by={"early_config_prune": prune_row_configs})(
+        _norm_fwd_kernel)
     _fwd_loop = triton.autotune(_LOOP_CONFIGS, key=["D"])(_norm_fwd_kernel)
-    _bwd_row = triton.autotune(_ROW_CONFIGS, key=["D"], prune_configs_by=_PRUNE)(_norm_bwd_kernel)
+    _bwd_row = triton.autotune(_BWD_ROW_CONFIGS, key=["D"], prune_configs_by={"early_config_prune": _prune_bwd})(
+        _norm_bwd_kernel)
     _bwd_loop = triton.autotune(_LOOP_CONFIGS, key=["D"])(_norm_bwd_kernel)
 
-_MAX_FUSED = 16384  # widest row kept in registers on a GPU (the backward holds x, dy, w, dw, db)
+_MAX_FUSED = 16384  # widest row kept in registers on a GPU
 _INTERP_BLOCK = 32  # block under the interpreter: rows wider than this take the looped path
-_INTERP_PROGRAMS = 3  # backward programs under the interpreter (several rows each, ragged tail)
+_INTERP_PROGRAMS = 3  # backward row chunks under the interpreter (several rows each, ragged tail)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,15 +274,13 @@ def _check_args(x, weight, bias, rms):
             raise ValueError(f"{name} must have shape ({d},) for x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
 
 
-def _launch(row_kernel, loop_kernel, plain, grid, d, *args, **flags):
-    """One block per row when it fits, else the looped kernel; a small fixed block when interpreting."""
+def _block(d: int) -> tuple[int, bool]:
+    """(BLOCK, SINGLE): one block per row when it fits; a small block when interpreting."""
     if interpreting():
         block = min(triton.next_power_of_2(d), _INTERP_BLOCK)
-        plain[grid](*args, **flags, SINGLE=block >= d, BLOCK=block)
-    elif triton.next_power_of_2(d) <= _MAX_FUSED:
-        row_kernel[grid](*args, **flags, SINGLE=True, BLOCK=triton.next_power_of_2(d))
-    else:
-        loop_kernel[grid](*args, **flags, SINGLE=False)
+        return block, block >= d
+    block = triton.next_power_of_2(d)
+    return (block, True) if block <= _MAX_FUSED else (None, False)
 
 
 def norm_fwd(x, weight=None, bias=None, eps=1e-5, rms=False, out=None):
@@ -287,19 +296,20 @@ def norm_fwd(x, weight=None, bias=None, eps=1e-5, rms=False, out=None):
     rstd = torch.empty(m, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
         return y, mean, rstd
-    _launch(_fwd_row, _fwd_loop, _norm_fwd_kernel, (m,), d,
-            x2, weight if weight is not None else x2, bias if bias is not None else x2, y2,
+    block, single = _block(d)
+    kernel = _norm_fwd_kernel if interpreting() else _fwd_row if single else _fwd_loop
+    kernel[(m,)](x2, weight if weight is not None else x2, bias if bias is not None else x2, y2,
             mean if mean is not None else rstd, rstd, d, *x2.stride(), *y2.stride(),
             weight.stride(0) if weight is not None else 0, bias.stride(0) if bias is not None else 0,
-            float(eps), IS_RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None)
+            float(eps), IS_RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
+            SINGLE=single, **({"BLOCK": block} if block else {}))
     return y, mean, rstd
 
 
 def norm_bwd(dy, x, weight, mean, rstd, need_dw=True, need_db=False, out=None, programs=None):
     """(dx, dw, db) of LayerNorm (RMSNorm when mean is None); dw/db are None unless asked for.
 
-    `programs` sets how many partial sums the weight/bias gradients are split into (default:
-    two per SM on a GPU).
+    `programs`: how many row chunks (= partial sums of dw/db) to use; default two per SM.
     """
     rms = mean is None
     if dy.shape != x.shape:
@@ -318,14 +328,23 @@ def norm_bwd(dy, x, weight, mean, rstd, need_dw=True, need_db=False, out=None, p
     if x.numel() == 0:
         z = torch.zeros(d, device=x.device, dtype=x.dtype)
         return dx, (z if need_dw else None), (z.clone() if need_db else None)
-    wide = triton.next_power_of_2(d) > (_INTERP_BLOCK if interpreting() else _MAX_FUSED)
-    stat = torch.empty((m, 2), device=x.device, dtype=torch.float32) if wide else rstd
-    _launch(_bwd_row, _bwd_loop, _norm_bwd_kernel, (p,), d,
-            x2, weight if weight is not None else x2, g2, dx2, mean if mean is not None else rstd, rstd,
+    block, single = _block(d)
+    stat = rstd if single else torch.empty((m, 2), device=x.device, dtype=torch.float32)
+    meta = {"SINGLE": single}
+    if block:
+        meta["BLOCK"] = block
+    if interpreting():  # split the columns of 32-wide rows, to test that path too
+        kernel, meta["SPLITS"] = _norm_bwd_kernel, 2 if single and block == _INTERP_BLOCK else 1
+    elif single:
+        kernel = _bwd_row
+    else:
+        kernel, meta["SPLITS"] = _bwd_loop, 1
+    grid = lambda cfg: (p * cfg["SPLITS"],)  # noqa: E731
+    kernel[grid](x2, weight if weight is not None else x2, g2, dx2, mean if mean is not None else rstd, rstd,
             dw if dw is not None else rstd, db if db is not None else rstd, stat,
             m, d, rows, *x2.stride(), *g2.stride(), *dx2.stride(),
             weight.stride(0) if weight is not None else 0,
-            IS_RMS=rms, HAS_W=weight is not None, NEED_DW=need_dw, NEED_DB=need_db)
+            IS_RMS=rms, HAS_W=weight is not None, NEED_DW=need_dw, NEED_DB=need_db, **meta)
     dw = dw.sum(0).to(x.dtype) if need_dw else None
     db = db.sum(0).to(x.dtype) if need_db else None
     return dx, dw, db

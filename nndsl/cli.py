@@ -145,6 +145,7 @@ def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[
         no_progress: bool) -> None:
     """Train FILE's model per its train section and evaluate it."""
     from .runtime.config import describe
+    from .runtime.metrics import fmt
     from .runtime.train import fit, resolve_device
 
     if epochs is not None and steps is not None:
@@ -168,7 +169,7 @@ def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[
     result = fit(module, cfg, out, device=str(dev), resume=resume,
                  output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=not no_progress,
                  model_meta=dict(getattr(module, "nndsl_meta", {}) or {}))
-    final = "  ".join(f"{k} {v:.4f}" for k, v in result["final"].items())
+    final = "  ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
     click.echo(f"final: {final}  ({result['samples_per_second']:,.0f} samples/s, {result['seconds']:.1f} s)")
     click.echo(f"saved {out}/model.safetensors, optimizer.pt, metrics.json, run.json")
 
@@ -184,9 +185,10 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
 
     path = _existing(file)
     compiled, train_sets = _compile(path, model, _parse_sets(sets))
+    cfg = _config(compiled, path, train_sets, {}) if compiled.train is not None else None
     click.echo(summarize(compiled.graph))
-    if compiled.train is not None:
-        click.echo(describe(_config(compiled, path, train_sets, {})))
+    if cfg is not None:
+        click.echo(describe(cfg))
 
 
 @main.command(name="compile")

@@ -52,7 +52,8 @@ def elaborate(program: ast.Program, model: Optional[str] = None, hyperparams: Op
     if result is None:
         raise NndslSyntaxError(f"model {defn.name} has no return statement", defn.span)
     values, ret = result
-    for v, ex in zip(values, ret.values):
+    exprs = ret.values if len(ret.values) == len(values) else ret.values[:1] * len(values)
+    for v, ex in zip(values, exprs):
         if not isinstance(v, Value):
             raise NndslTypeError(f"a model returns tensors, but {defn.name} returns {describe(v)}", ex.span)
     # outputs: dim names in the declared type must be hyperparameters or symbolic dims
@@ -106,7 +107,7 @@ def bind_hyperparams(defn: ast.Definition, overrides: dict) -> dict[str, Any]:
             raise NndslTypeError(f"unknown type '{kind}' for '{p.name}'", p.type.span,
                                  did_you_mean(kind, SCALAR_TYPES) or "scalar types: int, float, bool, str")
         if p.name in overrides:
-            out[p.name] = convert_override(p.name, kind, overrides[p.name], span)
+            out[p.name] = convert_override(p.name, kind, overrides[p.name], p.span)
         elif p.default is not None:
             v = eval_scalar(p.default, out, dim=kind == "int")
             if kind == "int":

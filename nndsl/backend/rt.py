@@ -8,7 +8,7 @@ torchaudio is not a dependency). ``math`` is re-exported for scalar expressions 
 from __future__ import annotations
 
 import functools
-import math  # noqa: F401  (used by generated code as rt.math)
+import math  # also used by generated code as rt.math
 from typing import Optional
 
 import torch
@@ -54,11 +54,8 @@ def rnn(mode: str, x: torch.Tensor, weights: list, hidden: int, layers: int, bid
 
 
 # --------------------------------------------------------------------------------------- log-mel
-def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
-    return 2595.0 * torch.log10(1.0 + f / 700.0)  # HTK mel scale
-
-
 def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    """HTK mel scale, inverted: mel = 2595 log10(1 + hz / 700)."""
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
@@ -68,8 +65,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, device: torch.devi
     """[n_fft // 2 + 1, n_mels] triangular filters, equally spaced on the HTK mel scale from 0 Hz to
     Nyquist, unnormalized (torchaudio's melscale_fbanks defaults)."""
     freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1, dtype=torch.float64)
-    top = _hz_to_mel(torch.tensor(float(sample_rate // 2), dtype=torch.float64))
-    f_pts = _mel_to_hz(torch.linspace(0.0, float(top), n_mels + 2, dtype=torch.float64))
+    top = 2595.0 * math.log10(1.0 + (sample_rate // 2) / 700.0)  # Nyquist in mels (HTK)
+    f_pts = _mel_to_hz(torch.linspace(0.0, top, n_mels + 2, dtype=torch.float64))
     f_diff = f_pts[1:] - f_pts[:-1]  # [n_mels + 1]
     slopes = f_pts.unsqueeze(0) - freqs.unsqueeze(1)  # [n_freqs, n_mels + 2]
     down = -slopes[:, :-2] / f_diff[:-1]

@@ -5,5 +5,6 @@
 * ``shapes``     declared tensor types: resolving them, unifying them with actual types,
                  the shape-mismatch messages;
 * ``calls``      binding call arguments to a builtin's or a block's signature, converting kinds;
-* ``elaborator`` statements, tensor expressions, block calls, ``repeat``, instance naming.
+* ``naming``     the instance-naming rules (state_dict keys), ``repeat``'s single-call rule;
+* ``elaborator`` statements, tensor expressions, block calls, ``repeat``.
 """

@@ -34,10 +34,12 @@ class Signature:
         return self.kinds[self.names.index(name)]
 
 
-def bind(sig: Signature, args: list, kwargs: list[ast.Keyword], span: Optional[Span]) -> list[tuple[str, Any]]:
+def bind(sig: Signature, args: list, kwargs: list[ast.Keyword], span: Optional[Span],
+         also: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
     """Pair each argument expression with a parameter name, in source order.
 
-    A variadic parameter gets a list of expressions (the extra positionals).
+    A variadic parameter gets a list of expressions (the extra positionals). ``also``: other
+    keywords the call accepts (``name``), offered by 'did you mean'.
     """
     out: list[tuple[str, Any]] = []
     given: set[str] = set()
@@ -59,9 +61,9 @@ def bind(sig: Signature, args: list, kwargs: list[ast.Keyword], span: Optional[S
         given.add(sig.variadic)
     for kw in kwargs:
         if kw.name not in sig.names:
+            names = sig.names + list(also)
             raise NndslTypeError(f"{sig.callee} has no argument '{kw.name}'", kw.span,
-                                 did_you_mean(kw.name, sig.names)
-                                 or f"its arguments are: {', '.join(sig.names) or 'none'}")
+                                 did_you_mean(kw.name, names) or f"its arguments are: {', '.join(names) or 'none'}")
         if kw.name in given:
             raise NndslTypeError(f"{sig.callee} got two values for '{kw.name}'", kw.span)
         out.append((kw.name, kw.value))

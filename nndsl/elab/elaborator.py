@@ -4,11 +4,8 @@ An environment (``env``) maps names to values: IR ``Value``s (tensors) and compi
 (see ``scalar``). Tensor arithmetic becomes IR ops (``add``, ``mul_s``, ``matmul``...), calls go
 to blocks of the file first, then to builtins, then to the compile-time scalar functions.
 
-Instance naming (state_dict keys): a stateful builtin or block call opens the child scope
-``name=`` or ``snake_case(callee)`` made unique in the current scope (``linear``, ``linear_1``).
-``repeat N as blocks`` unrolls its body in scopes ``blocks.0`` ... ``blocks.<N-1>`` (``repeat``,
-``repeat_1`` ... without ``as``); when the body makes exactly one stateful call (and holds no
-nested repeat), that call's instance IS ``blocks.<i>``: no scope of its own is opened.
+Instance naming (state_dict keys) follows ``naming``: a stateful call opens a child scope, a
+``repeat`` unrolls in numbered scopes, and a repeat body's single stateful call IS the scope.
 """
 from __future__ import annotations
 
@@ -25,25 +22,12 @@ from .. import layers
 from ..ops import registry as ops
 from . import scalar as S
 from .calls import DIM_KINDS, Signature, bind, convert
+from .naming import callee_name, single_stateful_call, snake_case
 from .shapes import Matcher, type_text
 
 TENSOR_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul"}
 TENSOR_SCALAR_OPS = {"+": "add_s", "-": "sub_s", "*": "mul_s", "/": "div_s", "**": "pow_s"}
 SCALAR_TENSOR_OPS = {"+": "add_s", "*": "mul_s", "-": "rsub_s", "/": "rdiv_s"}  # s op x
-
-
-def snake_case(name: str) -> str:
-    """CausalSelfAttention -> causal_self_attention, MLP -> mlp, GPT2Block -> gpt2_block."""
-    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-    return s.lower()
-
-
-def callee_name(call: ast.Call) -> Optional[str]:
-    if isinstance(call.func, ast.Name):
-        return call.func.id
-    if isinstance(call.func, ast.Attribute):
-        return call.func.attr
-    return None
 
 
 class Elaborator:
@@ -67,7 +51,10 @@ class Elaborator:
                     raise NndslSyntaxError("return is not allowed inside repeat", stmt.span)
                 if i != len(body) - 1:
                     raise NndslSyntaxError("statements after return are never run", body[i + 1].span)
-                return [self.expr(v, env) for v in stmt.values], stmt
+                values = [self.expr(v, env) for v in stmt.values]
+                if len(values) == 1 and isinstance(values[0], tuple):  # `return split(x, 2)`: two values
+                    values = list(values[0])
+                return values, stmt
             else:
                 raise NndslSyntaxError(f"unknown statement {type(stmt).__name__}", getattr(stmt, "span", None))
         return None
@@ -103,7 +90,7 @@ class Elaborator:
                 raise NndslTypeError(f"repeat count must be >= 0, got {n}", stmt.count.span)
         with self.b.at(stmt.span):
             scope = self.b.claim_name(stmt.name) if stmt.name else self.b.unique_name("repeat")
-        single = self.single_stateful_call(stmt.body)
+        single = single_stateful_call(stmt.body, self._is_stateful)
         outer = self._instance_call
         with self.b.child(scope):
             for i in range(n):
@@ -114,50 +101,9 @@ class Elaborator:
                     finally:
                         self._instance_call = outer
 
-    def single_stateful_call(self, body: list) -> Optional[ast.Call]:
-        """The body's only call of a block or stateful builtin, if it has exactly one (and no nested repeat)."""
-        found: list[ast.Call] = []
-        nested = False
-
-        def walk(e: Any) -> None:
-            nonlocal nested
-            if isinstance(e, ast.Repeat):
-                nested = True
-            elif isinstance(e, ast.Call):
-                name = callee_name(e)
-                if name in self.blocks or (name is not None and (bi := layers.get(name)) is not None and bi.stateful):
-                    found.append(e)
-                walk(e.func)
-                for a in e.args:
-                    walk(a)
-                for k in e.kwargs:
-                    walk(k.value)
-            elif isinstance(e, (ast.Assign,)):
-                walk(e.value)
-            elif isinstance(e, ast.Return):
-                for v in e.values:
-                    walk(v)
-            elif isinstance(e, ast.BinOp):
-                walk(e.left)
-                walk(e.right)
-            elif isinstance(e, ast.UnaryOp):
-                walk(e.operand)
-            elif isinstance(e, ast.Attribute):
-                walk(e.value)
-            elif isinstance(e, ast.Subscript):
-                walk(e.value)
-                for x in e.index:
-                    walk(x)
-            elif isinstance(e, ast.Slice):
-                for x in (e.lower, e.upper, e.step):
-                    walk(x)
-            elif isinstance(e, (ast.ListExpr, ast.TupleExpr)):
-                for x in e.items:
-                    walk(x)
-
-        for s in body:
-            walk(s)
-        return found[0] if len(found) == 1 and not nested else None
+    def _is_stateful(self, name: str) -> bool:
+        bi = None if name in self.blocks else layers.get(name)
+        return name in self.blocks or (bi is not None and bi.stateful)
 
     # ============================================================================ expressions
     def expr(self, e: Any, env: dict, dim: bool = False) -> Any:
@@ -292,9 +238,10 @@ class Elaborator:
     def call_builtin(self, bi: layers.Builtin, args: list, call: ast.Call, env: dict) -> Any:
         sig = Signature(bi.name, [a.name for a in bi.args], [a.kind for a in bi.args],
                         [a.required for a in bi.args], bi.variadic, [a.optional for a in bi.args])
-        kwargs, name_kw = self._split_name(call, takes_name=bi.stateful and "name" not in sig.names)
+        takes_name = bi.stateful and "name" not in sig.names
+        kwargs, name_kw = self._split_name(call, takes_name)
         values: dict[str, Any] = {}
-        for pname, ex in bind(sig, args, kwargs, call.span):
+        for pname, ex in bind(sig, args, kwargs, call.span, ("name",) if takes_name else ()):
             kind = sig.kind(pname)
             where = f"{bi.name}'s argument '{pname}'"
             if isinstance(ex, list):  # the variadic parameter's extra positionals
@@ -341,7 +288,7 @@ class Elaborator:
         params = {p.name: p for p in defn.params}
         scalars = {p.name for p in defn.params if not isinstance(p.type, ast.TensorTypeExpr)}
         given: dict[str, tuple[Any, Any]] = {}  # name -> (value, argument expression)
-        for pname, ex in bind(sig, args, kwargs, call.span):
+        for pname, ex in bind(sig, args, kwargs, call.span, ("name",)):
             kind = sig.kind(pname)
             v = self.expr(ex, env, kind == "int")
             where = f"{defn.name}'s argument '{pname}'"
@@ -387,8 +334,10 @@ class Elaborator:
                                  f"but declares {len(defn.returns)}", ret.span,
                                  "declared: " + ", ".join(type_text(t) for t in defn.returns))
         m = Matcher(dict(env), can_bind)
-        for i, (t, v, ex) in enumerate(zip(defn.returns, values, ret.values)):
-            what = f"{defn.name} declares result {i + 1} as " if len(values) > 1 else f"{defn.name} declares it returns "
+        exprs = ret.values if len(ret.values) == len(values) else ret.values[:1] * len(values)
+        for i, (t, v, ex) in enumerate(zip(defn.returns, values, exprs)):
+            what = (f"{defn.name} declares result {i + 1} as " if len(values) > 1
+                    else f"{defn.name} declares it returns ")
             if isinstance(t, ast.TensorTypeExpr):
                 if not isinstance(v, Value):
                     raise NndslTypeError(f"{what}{type_text(t)}, but returns {S.describe(v)}", ex.span)

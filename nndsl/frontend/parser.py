@@ -1,7 +1,8 @@
 """Source text -> typed AST: run the Lark parser, then the AST transform, then the front-end checks.
 
 The grammar is ``nndsl/grammar/nndsl.lark`` (LALR(1), basic lexer), loaded once per process.
-Newlines end statements except inside ( ) and [ ]: ``NewlineFilter`` drops them there.
+Newlines end statements, except inside ( ) and [ ] and just before '{' or '->':
+``NewlineFilter`` drops them there, between the lexer and the parser.
 Every failure leaves this module as an ``NndslError`` subclass with a span, never a Lark error.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from lark import Lark, Token, UnexpectedInput
 from lark.exceptions import VisitError
 from lark.lark import PostLex
 
-from ..errors import NndslError
+from ..errors import NndslError, NndslSyntaxError, Span
 from . import ast
 from .checks import check_program
 from .syntax_errors import syntax_error
@@ -109,6 +110,8 @@ def parse(source: str, file: str = "<string>") -> ast.Program:
         if isinstance(e.orig_exc, NndslError):
             raise e.orig_exc from None
         raise
+    except RecursionError:
+        raise NndslSyntaxError("expressions are nested too deeply", Span(file, 1, 1, source=source)) from None
     # duplicate names, defaults on tensors, train keys: the checks that need no elaboration
     check_program(program)
     return program

@@ -75,24 +75,31 @@ def _unexpected_token(e: UnexpectedToken, source: str, file: str, tokens: list[T
     before_prev = tokens[idx - 2] if idx > 1 else None
     accepts = set(e.accepts or e.expected)
     stack = _open_brackets(tokens[:idx])
-    span = _end_span(tokens, file, source) if at_end else _token_span(tok, file, source)
+    if at_end:
+        span = _end_span(tokens, file, source)
+    elif tok.type == "_NL" and prev is not None and prev.end_line == tok.line:
+        span = Span(file, prev.end_line, prev.end_column, prev.end_line, prev.end_column + 1, source)
+    else:
+        span = _token_span(tok, file, source)
     found = _found(tok)
 
-    # '==' (lexed as two '=')
-    if tok.type == "EQUAL" and prev is not None and prev.type == "EQUAL" and prev.end_pos == tok.start_pos:
-        span = Span(file, prev.line, prev.column, tok.end_line, tok.end_column, source)
+    # '==' (lexed as two '='; the parser may stop at either)
+    if tok.type == "EQUAL" and (source[tok.end_pos:tok.end_pos + 1] == "=" or (
+            prev is not None and prev.type == "EQUAL" and prev.end_pos == tok.start_pos)):
+        first = tok if source[tok.end_pos:tok.end_pos + 1] == "=" else prev
+        span = Span(file, first.line, first.column, first.line, first.column + 2, source)
         return NndslSyntaxError("'==' is not an nndsl operator", span,
                                 "nndsl has no comparisons; use '=' to assign or to pass a keyword argument")
     # a closing bracket with no opener, or the wrong one
-    if tok.type in _CLOSERS:
-        if not stack or _CLOSER[stack[-1].type] != tok.type:
-            if not any(_CLOSER[o.type] == tok.type for o in stack):
-                return NndslSyntaxError(f"unmatched {_WORDS[tok.type]}", span,
-                                        f"there is no {_WORDS[_opener_of(tok.type)]} for it to close")
-            top = stack[-1]
+    if tok.type in _CLOSERS and not (stack and _CLOSER[stack[-1].type] == tok.type):
+        top = stack[-1] if stack else None
+        if top is not None and top.type != "LBRACE" and tok.type != "RBRACE":
             return NndslSyntaxError(
                 f"expected {_WORDS[_CLOSER[top.type]]} to close {_describe(top, tokens)} "
                 f"opened at {top.line}:{top.column}, found {found}", span)
+        if not any(_CLOSER[o.type] == tok.type for o in stack):
+            return NndslSyntaxError(f"unmatched {_WORDS[tok.type]}", span,
+                                    f"there is no {_WORDS[_opener_of(tok.type)]} for it to close")
     # the end of the file inside a bracket
     if at_end and stack:
         top = stack[-1]
@@ -114,7 +121,7 @@ def _expected_words(accepts: set[str], stack: list[Token], tokens: list[Token], 
     if {"BLOCK", "MODEL", "TRAIN"} <= acc:
         return f"expected 'block', 'model' or 'train', found {found}"
     if _EXPR_START <= acc:
-        acc -= _EXPR_START | {"PLUS", "COLON", "ELLIPSIS"}
+        acc -= _EXPR_START | {"PLUS", "COLON", "ELLIPSIS", "REPEAT"}
         words.append("an expression")
     if "_NL" in acc:
         acc -= {"_NL", "SEMICOLON", "RBRACE"}

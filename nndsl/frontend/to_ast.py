@@ -30,8 +30,8 @@ _DTYPE_ALIASES = {
     "bfloat16": "bf16", "float64": "f64", "double": "f64", "int64": "i64", "long": "i64", "int": "i64",
     "int32": "i32", "bool_": "bool", "boolean": "bool",
 }
-_SCALAR_ALIASES = {"integer": "int", "i64": "int", "f32": "float", "double": "float", "boolean": "bool",
-                   "string": "str"}
+_SCALAR_ALIASES = {"integer": "int", "long": "int", "int64": "int", "int32": "int", "double": "float",
+                   "float32": "float", "float64": "float", "boolean": "bool", "string": "str"}
 _DIM_OPS = {"+", "-", "*", "/", "//", "%", "**"}
 
 
@@ -45,15 +45,15 @@ class ToAst(Transformer):
         self.source = source
 
     # ------------------------------------------------------------------------- spans
-    def span(self, meta: Any) -> Span:
+    def _span(self, meta: Any) -> Span:
         if getattr(meta, "empty", True):
             return Span(self.file, 1, 1, source=self.source)
         return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column, self.source)
 
-    def tspan(self, tok: Token) -> Span:
+    def _tspan(self, tok: Token) -> Span:
         return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column, self.source)
 
-    def join(self, a: Span, b: Span) -> Span:
+    def _join(self, a: Span, b: Span) -> Span:
         return Span(self.file, a.line, a.col, b.end_line, b.end_col, self.source)
 
     # ------------------------------------------------------------------------- program
@@ -64,7 +64,7 @@ class ToAst(Transformer):
 
     def definition(self, meta, children) -> ast.Definition:
         kind, name, params, returns, body = children
-        return ast.Definition(kind, str(name), params, returns, body, self.span(meta))
+        return ast.Definition(kind, str(name), params, returns, body, self._span(meta))
 
     def def_kind(self, meta, children) -> str:
         return str(children[0])
@@ -74,7 +74,7 @@ class ToAst(Transformer):
 
     def param(self, meta, children) -> ast.Param:
         name, type_, default = children
-        return ast.Param(str(name), type_, default, self.span(meta))
+        return ast.Param(str(name), type_, default, self._span(meta))
 
     def default(self, meta, children) -> Optional[ast.Expr]:
         return children[0] if children else None
@@ -88,19 +88,18 @@ class ToAst(Transformer):
         dims = dims or []
         for d in dims:
             self._check_dim(d)
-        return ast.TensorTypeExpr(dtype, dims, self.span(meta))
+        return ast.TensorTypeExpr(dtype, dims, self._span(meta))
 
     def scalar_type(self, meta, children) -> ast.ScalarTypeExpr:
         (name,) = children
         if name in SCALAR_TYPES:
-            return ast.ScalarTypeExpr(str(name), self.span(meta))
-        if name in DTYPES or name in _DTYPE_ALIASES:
-            raise NndslSyntaxError(f"'{name}' needs a shape to be a tensor type", self.tspan(name),
-                                   f"write e.g. {self._dtype_name(name)}[B, D]; scalar types are "
-                                   + ", ".join(SCALAR_TYPES))
+            return ast.ScalarTypeExpr(str(name), self._span(meta))
+        if name in DTYPES:
+            raise NndslSyntaxError(f"'{name}' needs a shape to be a tensor type", self._tspan(name),
+                                   f"write e.g. {name}[B, D]; scalar types are " + ", ".join(SCALAR_TYPES))
         hint = (f"did you mean '{_SCALAR_ALIASES[name]}'?" if name in _SCALAR_ALIASES
                 else did_you_mean(name, SCALAR_TYPES))
-        raise NndslSyntaxError(f"unknown type '{name}'", self.tspan(name),
+        raise NndslSyntaxError(f"unknown type '{name}'", self._tspan(name),
                                hint or "types are a dtype with a shape (f32[B, D]) or int, float, bool, str")
 
     def _dtype(self, name: Token) -> str:
@@ -108,12 +107,8 @@ class ToAst(Transformer):
             return str(name)
         hint = (f"did you mean '{_DTYPE_ALIASES[name]}'?" if name in _DTYPE_ALIASES
                 else did_you_mean(name, DTYPES))
-        raise NndslSyntaxError(f"unknown dtype '{name}'", self.tspan(name),
+        raise NndslSyntaxError(f"unknown dtype '{name}'", self._tspan(name),
                                hint or "dtypes are " + ", ".join(DTYPES))
-
-    @staticmethod
-    def _dtype_name(name: str) -> str:
-        return name if name in DTYPES else _DTYPE_ALIASES[name]
 
     def _check_dim(self, e: ast.Expr) -> None:
         """A dim is a non-negative integer, a name, or + - * / // % ** of dims (parentheses allowed)."""
@@ -137,17 +132,17 @@ class ToAst(Transformer):
 
     def assign(self, meta, children) -> ast.Assign:
         *names, value = children
-        return ast.Assign([ast.Name(str(n), self.tspan(n)) for n in names], value, self.span(meta))
+        return ast.Assign([ast.Name(str(n), self._tspan(n)) for n in names], value, self._span(meta))
 
     def return_stmt(self, meta, children) -> ast.Return:
         values = list(children)
         if len(values) == 1 and isinstance(values[0], ast.TupleExpr) and values[0].items:
             values = list(values[0].items)
-        return ast.Return(values, self.span(meta))
+        return ast.Return(values, self._span(meta))
 
     def repeat_stmt(self, meta, children) -> ast.Repeat:
         (count, name), body = children
-        return ast.Repeat(count, name, body, self.span(meta))
+        return ast.Repeat(count, name, body, self._span(meta))
 
     def repeat_head(self, meta, children) -> tuple[ast.Expr, Optional[str]]:
         count, name = children
@@ -155,7 +150,7 @@ class ToAst(Transformer):
 
     def train(self, meta, children) -> ast.TrainSection:
         name, *entries = children
-        return ast.TrainSection(name, [e for e in entries if e is not None], self.span(meta))
+        return ast.TrainSection(name, [e for e in entries if e is not None], self._span(meta))
 
     def train_head(self, meta, children) -> Optional[str]:
         (name,) = children
@@ -163,27 +158,27 @@ class ToAst(Transformer):
 
     def train_entry(self, meta, children) -> ast.TrainEntry:
         key, value = children
-        return ast.TrainEntry(str(key), value, self.span(meta))
+        return ast.TrainEntry(str(key), value, self._span(meta))
 
     # ------------------------------------------------------------------------- expressions
     def binop(self, meta, children) -> ast.BinOp:
         left, op, right = children
-        return ast.BinOp(str(op), left, right, self.span(meta))
+        return ast.BinOp(str(op), left, right, self._span(meta))
 
     def unaryop(self, meta, children) -> ast.Expr:
         op, operand = children
         if isinstance(operand, ast.Num):  # fold a signed literal: -1 is Num(-1)
             value = -operand.value if op == "-" else operand.value
-            return ast.Num(value, self.span(meta))
-        return ast.UnaryOp(str(op), operand, self.span(meta))
+            return ast.Num(value, self._span(meta))
+        return ast.UnaryOp(str(op), operand, self._span(meta))
 
     def call(self, meta, children) -> ast.Call:
         name, args = children
-        return self._call(ast.Name(str(name), self.tspan(name)), args, meta)
+        return self._call(ast.Name(str(name), self._tspan(name)), args, meta)
 
     def method_call(self, meta, children) -> ast.Call:
         value, name, args = children
-        attr = ast.Attribute(value, str(name), self.join(value.span, self.tspan(name)))
+        attr = ast.Attribute(value, str(name), self._join(value.span, self._tspan(name)))
         return self._call(attr, args, meta)
 
     def _call(self, func: ast.Expr, args: Optional[list], meta) -> ast.Call:
@@ -199,38 +194,38 @@ class ToAst(Transformer):
                                        f"move it before '{keywords[0].name}=' or give it a name")
             else:
                 positional.append(a)
-        return ast.Call(func, positional, keywords, self.span(meta))
+        return ast.Call(func, positional, keywords, self._span(meta))
 
     def args(self, meta, children) -> list:
         return list(children)
 
     def kwarg(self, meta, children) -> ast.Keyword:
         name, value = children
-        return ast.Keyword(str(name), value, self.span(meta))
+        return ast.Keyword(str(name), value, self._span(meta))
 
     def subscript(self, meta, children) -> ast.Subscript:
         value, index = children
-        return ast.Subscript(value, index, self.span(meta))
+        return ast.Subscript(value, index, self._span(meta))
 
     def subscripts(self, meta, children) -> list:
-        return [ast.EllipsisLit(self.tspan(c)) if isinstance(c, Token) else c for c in children]
+        return [ast.EllipsisLit(self._tspan(c)) if isinstance(c, Token) else c for c in children]
 
     def slice(self, meta, children) -> ast.Slice:
         lower, upper, step = children
-        return ast.Slice(lower, upper, step, self.span(meta))
+        return ast.Slice(lower, upper, step, self._span(meta))
 
     def exprs(self, meta, children) -> list[ast.Expr]:
         return list(children)
 
     def list(self, meta, children) -> ast.ListExpr:
         (items,) = children
-        return ast.ListExpr(items or [], self.span(meta))
+        return ast.ListExpr(items or [], self._span(meta))
 
     def tuple(self, meta, children) -> ast.TupleExpr:
         if not children:
-            return ast.TupleExpr([], self.span(meta))
+            return ast.TupleExpr([], self._span(meta))
         first, rest = children
-        return ast.TupleExpr([first, *(rest or [])], self.span(meta))
+        return ast.TupleExpr([first, *(rest or [])], self._span(meta))
 
     def paren(self, meta, children) -> ast.Expr:
         return children[0]
@@ -238,28 +233,28 @@ class ToAst(Transformer):
     def name(self, meta, children) -> ast.Name:
         (tok,) = children
         if tok in ("True", "False"):
-            raise NndslSyntaxError(f"'{tok}' is not a value in nndsl", self.tspan(tok),
+            raise NndslSyntaxError(f"'{tok}' is not a value in nndsl", self._tspan(tok),
                                    f"did you mean '{tok.lower()}'?")
-        return ast.Name(str(tok), self.tspan(tok))
+        return ast.Name(str(tok), self._tspan(tok))
 
     def number(self, meta, children) -> ast.Num:
         (tok,) = children
         text = str(tok)
         is_float = any(c in text for c in ".eE")
-        return ast.Num(float(text) if is_float else int(text), self.tspan(tok))
+        return ast.Num(float(text) if is_float else int(text), self._tspan(tok))
 
     def string(self, meta, children) -> ast.Str:
         (tok,) = children
-        return ast.Str(_unescape(str(tok)[1:-1]), self.tspan(tok))
+        return ast.Str(_unescape(str(tok)[1:-1]), self._tspan(tok))
 
     def true(self, meta, children) -> ast.Bool:
-        return ast.Bool(True, self.tspan(children[0]))
+        return ast.Bool(True, self._tspan(children[0]))
 
     def false(self, meta, children) -> ast.Bool:
-        return ast.Bool(False, self.tspan(children[0]))
+        return ast.Bool(False, self._tspan(children[0]))
 
     def none(self, meta, children) -> ast.Name:
-        return ast.Name("None", self.tspan(children[0]))
+        return ast.Name("None", self._tspan(children[0]))
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}

@@ -16,7 +16,6 @@ from ..errors import NndslLoweringError
 from ..ops import load_all, registry
 from . import dims as D
 from .graph import Graph, Node, Value
-from .printer import print_node
 from .types import TensorType
 
 
@@ -26,7 +25,7 @@ def verify(g: Graph) -> None:
     symbols = set(g.symbols)
 
     def fail(msg: str, node: Optional[Node] = None, i: int = -1) -> NndslLoweringError:
-        where = f"node {i} `{print_node(node).strip().split('  #')[0].strip()}`: " if node is not None else ""
+        where = f"node {i} `{_node_text(node)}`: " if node is not None else ""
         return NndslLoweringError(f"IR verification of {g.name} failed: {where}{msg}",
                                   node.span if node is not None else None)
 
@@ -90,3 +89,10 @@ def _check_inference(n: Node, i: int, fail) -> None:
     if len(out) != len(got) or not all(a.same_as(b) for a, b in zip(out, got)):
         raise fail(f"{n.op}'s shape inference gives ({', '.join(map(str, out))}) but the node's outputs are "
                    f"({', '.join(map(str, got))})", n, i)
+
+
+def _node_text(n: Node) -> str:
+    """'%5 = add(%3, %4) [blocks.0.attn]' — a node as error messages name it."""
+    outs = ", ".join(repr(v) for v in n.outputs) or "()"
+    scope = f" [{n.scope}]" if n.scope else ""
+    return f"{outs} = {n.op}({', '.join(repr(v) for v in n.inputs)}){scope}"

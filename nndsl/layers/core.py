@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from ..errors import NndslTypeError
 from ..ir import dims as D
 from ..ir.builder import Builder
 from ..ir.graph import Value
+from ..ops.core import whole_div
 from .registry import builtin
 
 
@@ -99,8 +98,8 @@ def split(b: Builder, x, parts, dim):
         if not -x.type.rank <= dim < x.type.rank:
             raise b.error(f"split: dim {dim} is out of range for {_desc(x)}")
         n = x.type.shape[dim]
-        size = D.norm(sympy.sympify(n) / parts)
-        if not (isinstance(size, int) or size.is_integer):
+        size = whole_div(n, parts)
+        if size is None:
             raise b.error(f"split: dim {dim} of {_desc(x)} ({D.dim_str(n)}) does not split into {parts} equal parts")
         sizes = (size,) * parts
     else:
@@ -165,7 +164,8 @@ def minimum(bld: Builder, a, b):
 
 def _reduction(name: str, doc: str):
     def fn(b: Builder, x, dim, keepdim):
-        return b.op(name, [x], {"dims": _axes(b, name, dim), "keepdim": keepdim})
+        dims = _axes(b, name, dim)
+        return b.op(name, [x], {"dims": (dims,) if isinstance(dims, int) else dims, "keepdim": keepdim})
 
     fn.__doc__ = doc
     builtin(name, "x: tensor, dim: any = none, keepdim: bool = false")(fn)

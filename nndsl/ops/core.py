@@ -16,7 +16,7 @@ import sympy
 
 from ..ir import dims as D
 from ..ir.types import DTYPES, TensorType
-from .registry import EmitCtx, InferCtx, op
+from .registry import EmitCtx, InferCtx, InferError, op
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -54,6 +54,16 @@ def same_dtype(c: InferCtx, *idx: int) -> str:
                 f"{c.op}: dtypes differ: {c.describe(idx[0])} and {c.describe(i)}",
                 f"cast one side, e.g. cast(x, \"{first}\")")
     return first
+
+
+def whole_div(a, b):
+    """a / b as a dim when provably a whole number, else None."""
+    e = sympy.simplify(sympy.sympify(a) / sympy.sympify(b))
+    if e.is_Integer:
+        return int(e)
+    if e.is_number or not e.is_integer:
+        return None
+    return D.norm(e)
 
 
 def is_dim(v: Any) -> bool:
@@ -129,7 +139,10 @@ def _matmul(c: InferCtx) -> TensorType:
     if not D.equal(sa[-1], sb[-2]):
         raise c.error(f"matmul: inner dims do not match ({D.dim_str(sa[-1])} vs {D.dim_str(sb[-2])}) "
                       f"in {c.describe(0)} @ {c.describe(1)}")
-    batch = c.broadcast(TensorType(sa[:-2], dtype), TensorType(sb[:-2], dtype))
+    try:
+        batch = c.broadcast(TensorType(sa[:-2], dtype), TensorType(sb[:-2], dtype))
+    except InferError:
+        raise c.error(f"matmul: batch dims do not broadcast in {c.describe(0)} @ {c.describe(1)}") from None
     out = list(batch) + ([sa[-2]] if a.rank > 1 else []) + ([sb[-1]] if b.rank > 1 else [])
     return TensorType(out, dtype)
 

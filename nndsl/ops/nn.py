@@ -46,6 +46,11 @@ def _nd(c: InferCtx) -> int:
     return int(c.op[-2])
 
 
+def ntuple(v, nd: int) -> tuple:
+    """An int or a list of ints as an nd-tuple (attrs may hold either)."""
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
 def _tuple(c: InferCtx, key: str, nd: int, default) -> tuple:
     v = c.attrs.get(key, default)
     v = ntuple(v, nd) if isinstance(v, (int, list, tuple)) else v
@@ -64,11 +69,6 @@ def _out_size(c: InferCtx, axis: int, n, k: int, s: int, p: int, d: int):
         raise c.error(f"{c.op}: input too small: dim {axis} of {c.describe(0)} is {D.dim_str(n)}, which gives "
                       f"an output of size {out} (kernel {k}, stride {s}, padding {p}, dilation {d})")
     return out
-
-
-def ntuple(v, nd: int) -> tuple:
-    """An int or a list of ints as an nd-tuple (attrs may hold either)."""
-    return (v,) * nd if isinstance(v, int) else tuple(v)
 
 
 def _conv_emit(e: EmitCtx) -> str:

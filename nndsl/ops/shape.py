@@ -9,7 +9,7 @@ import sympy
 
 from ..ir import dims as D
 from ..ir.types import TensorType
-from .core import same_dtype
+from .core import same_dtype, whole_div
 from .registry import EmitCtx, InferCtx, op
 
 
@@ -27,8 +27,8 @@ def _reshape(c: InferCtx) -> TensorType:
     numel = D.product(t.shape)
     known = D.product(d for i, d in enumerate(shape) if i not in free)
     if free:
-        rest = D.norm(sympy.sympify(numel) / sympy.sympify(known))
-        if not (isinstance(rest, int) or rest.is_integer):
+        rest = whole_div(numel, known)
+        if rest is None:
             raise c.error(f"reshape: cannot reshape {c.describe(0)} to {D.shape_str(shape)}: "
                           f"{D.dim_str(numel)} elements do not split into {D.dim_str(known)} * a whole number")
         shape[free[0]] = rest

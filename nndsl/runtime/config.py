@@ -170,7 +170,7 @@ class Ident:
 class Call:
     name: str
     args: list[tuple[Any, Span]]
-    kwargs: list[tuple[str, Any, Span]]
+    kwargs: list[tuple[str, Any, Span, Span]]  # name, value, span of `name=value`, span of the value
     span: Span
 
 
@@ -197,7 +197,7 @@ class Evaluator:
                 raise NndslConfigError("only plain calls such as adam(lr=1e-3) are allowed in a train section",
                                        e.span)
             args = [(self.eval(a), _span(a)) for a in e.args]
-            kwargs = [(k.name, self.eval(k.value), k.span) for k in e.kwargs]
+            kwargs = [(k.name, self.eval(k.value), k.span, _span(k.value) or k.span) for k in e.kwargs]
             return Call(e.func.id, args, kwargs, e.span)
         raise NndslConfigError(f"this expression cannot appear in a train section", _span(e))
 
@@ -311,13 +311,13 @@ def bind(call: Any, table: dict[str, list[Arg]], what: str, span: Optional[Span]
     for a, (v, s) in zip(sig, call.args):
         given[a.name] = (v, s or call.span)
     names = [a.name for a in sig]
-    for k, v, s in call.kwargs:
+    for k, v, s, value_span in call.kwargs:
         if k not in names:
             raise NndslConfigError(f"{call.name}() has no argument '{k}'", s,
                                    did_you_mean(k, names) or f"its arguments: {', '.join(names) or 'none'}")
         if k in given:
             raise NndslConfigError(f"{call.name}() got argument '{k}' twice", s)
-        given[k] = (v, s)
+        given[k] = (v, value_span)
     kwargs: dict[str, Any] = {}
     for a in sig:
         if a.name in given:

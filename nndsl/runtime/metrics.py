@@ -133,3 +133,8 @@ def macro_f1(confusion: torch.Tensor) -> float:
     if not present.any():
         return 0.0
     return float((2 * tp[present] / denom[present]).mean())
+
+
+def fmt(v: float) -> str:
+    """A metric for a log line: 4 decimals, or 4 significant digits for small values."""
+    return f"{v:.4f}" if v == 0 or abs(v) >= 0.01 else f"{v:.3e}"

@@ -25,7 +25,7 @@ from . import checkpoint as ckpt
 from . import data
 from .config import Spec, TrainConfig
 from .losses import make_loss
-from .metrics import Metrics
+from .metrics import Metrics, fmt
 
 
 def seed_everything(seed: int) -> None:
@@ -239,7 +239,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
         entry["samples_per_second"] = iv.rate()
         st["history"].append(entry)
         where = f"step {step}/{total}" if step_mode else f"epoch {step // per_epoch}/{cfg.epochs}"
-        shown = "  ".join(f"{k} {entry[k]:.4f}" for k in ["train_loss", *st["final"]] if k in entry)
+        shown = "  ".join(f"{k} {fmt(entry[k])}" for k in ["train_loss", *st["final"]] if k in entry)
         log(f"{where}  {shown}  ({iv.rate():,.0f} samples/s)")
         st["seconds"] = seconds0 + time.perf_counter() - clock0
         if out_dir is not None:

@@ -1,83 +1,28 @@
 """Test-only ops and builtins for the elaborator tests (names start with ``t_``).
 
-They are registered for each test module and removed afterwards. While the real core IR ops
-(add, mul_s, matmul, getitem...) are not registered yet, small stand-ins take their place;
-as soon as ``nndsl.ops`` provides them, the real ones are used.
+They let the tests pin down exactly what elaboration passes to a builtin (argument kinds,
+scopes, parameter names) independently of the real standard library. They are registered
+for each test module and removed afterwards; the core IR ops (add, mul_s, getitem...) are
+the real ones.
 """
 from __future__ import annotations
 
 import pytest
 
+import nndsl.layers
+import nndsl.ops
 from nndsl.ir import dims as D
 from nndsl.ir.types import TensorType
 from nndsl.layers import registry as L
 from nndsl.ops import registry as R
 
-import nndsl.layers
-import nndsl.ops
-
-CORE = ("add", "sub", "mul", "div", "pow", "neg", "matmul", "add_s", "sub_s", "mul_s", "div_s", "rsub_s",
-        "rdiv_s", "pow_s", "getitem")
-
-
-def _load_real() -> bool:
-    """Load the real op families and builtins; False when they are not written yet."""
-    ok = True
-    for pkg in (nndsl.ops, nndsl.layers):
-        try:
-            pkg.load_all()
-        except ModuleNotFoundError:
-            ok = False
-    return ok and all(n in R.OPS for n in CORE)
-
 
 def _emit(e):
-    return "None"
-
-
-# ---------------------------------------------------------------- stand-ins for the core ops
-def _binary(c):
-    return TensorType(c.broadcast(c.types[0], c.types[1]), c.types[0].dtype)
+    return "None"  # never lowered: these tests stop at the IR
 
 
 def _same(c):
     return c.types[0]
-
-
-def _matmul(c):
-    a, b = c.types
-    if not D.equal(a.shape[-1], b.shape[-2]):
-        raise c.error(f"matmul: {c.describe(0)} @ {c.describe(1)}: inner dims differ")
-    batch = c.broadcast(TensorType(a.shape[:-2], a.dtype), TensorType(b.shape[:-2], b.dtype))
-    return TensorType(tuple(batch) + (a.shape[-2], b.shape[-1]), a.dtype)
-
-
-def _getitem(c):
-    t = c.types[0]
-    idx = list(c.attrs["index"])
-    consumed = sum(1 for i in idx if i is not None and i != "...")
-    if "..." in idx:
-        k = idx.index("...")
-        idx = idx[:k] + [("slice", None, None, None)] * (t.rank - consumed) + idx[k + 1:]
-    idx += [("slice", None, None, None)] * (t.rank - sum(1 for i in idx if i is not None))
-    out, axis = [], 0
-    for i in idx:
-        if i is None:
-            out.append(1)
-            continue
-        n = t.shape[axis]
-        axis += 1
-        if isinstance(i, tuple):
-            _, lo, hi, st = i
-            lo = 0 if lo is None else (lo + n if isinstance(lo, int) and lo < 0 else lo)
-            hi = n if hi is None else (hi + n if isinstance(hi, int) and hi < 0 else hi)
-            out.append(D.floordiv(D.norm(hi - lo + (st or 1) - 1), st or 1))
-    return TensorType(tuple(out), t.dtype)
-
-
-STANDINS = {**{n: _binary for n in ("add", "sub", "mul", "div", "pow")},
-            **{n: _same for n in ("neg", "add_s", "sub_s", "mul_s", "div_s", "rsub_s", "rdiv_s", "pow_s")},
-            "matmul": _matmul, "getitem": _getitem}
 
 
 # ---------------------------------------------------------------- test ops and builtins
@@ -158,27 +103,15 @@ BUILTINS = [
 
 
 @pytest.fixture(autouse=True, scope="module")
-def test_registry():
-    real = _load_real()
-    added_ops = []
-    if not real:
-        nndsl.ops._loaded = True
-        nndsl.layers._loaded = True
-        for name, fn in STANDINS.items():
-            if name not in R.OPS:
-                R.op(name, emit=_emit)(fn)
-                added_ops.append(name)
+def t_registry():
+    nndsl.ops.load_all()
+    nndsl.layers.load_all()
     for name, fn in TEST_OPS.items():
         R.op(name, emit=_emit)(fn)
-        added_ops.append(name)
     for name, sig, stateful, fn in BUILTINS:
         L.builtin(name, sig, stateful=stateful)(fn)
-    yield real
-    for name in added_ops:
+    yield
+    for name in TEST_OPS:
         R.OPS.pop(name, None)
     for name, *_ in BUILTINS:
         L.BUILTINS.pop(name, None)
-    if not real:
-        nndsl.ops._loaded = False
-        nndsl.layers._loaded = False
-

@@ -6,7 +6,7 @@ import sympy
 from elab.astkit import (assign, block, call, e, meth, model, neg, op, param, program, rep, ret, s, sl, st, sub, tt)
 
 from nndsl.elaborate import elaborate, eval_scalar
-from nndsl.elab.elaborator import snake_case
+from nndsl.elab.naming import snake_case
 from nndsl.errors import NndslConfigError, NndslNameError, NndslShapeError, NndslSyntaxError, NndslTypeError
 from nndsl.frontend import ast
 from nndsl.ir import dims as D
@@ -368,58 +368,3 @@ def test_eval_scalar_dim_context_division_and_errors():
     with pytest.raises(NndslTypeError, match="cannot be evaluated at compile time"):
         eval_scalar(call("t_linear", 1), {})
     assert eval_scalar(e("None"), {}) is None
-
-
-# ----------------------------------------------------------------------------- from source text
-def compile_src(text, model_name=None, **hp):
-    from nndsl.frontend.parser import parse
-
-    g = elaborate(parse(text, "src.nn"), model_name, hp)
-    verify(g)
-    return g
-
-
-SRC = '''
-block Attn(x: f32[B, T, D], heads: int) -> f32[B, T, D] {
-    q, k, v = t_split(t_linear(x, 3 * D, name="qkv"), 3, dim=-1)
-    q = q.t_reshape([B, T, heads, D / heads]).t_transpose(1, 2)
-    return t_linear(v - k, D, name="proj")
-}
-block Block(x: f32[B, T, D], heads: int) -> f32[B, T, D] {
-    x = x + Attn(t_layernorm(x, name="ln_1"), heads, name="attn")
-    return x
-}
-model Net(x: f32[B, T, D], D: int = 30, L: int = 4, heads: int = 5) -> f32[B, T, D] {
-    repeat L as blocks {
-        x = Block(x, heads)
-    }
-    return x[:, :, :D] * 0.5
-}
-'''
-
-
-def test_source_program_with_repeat_of_blocks():
-    g = compile_src(SRC)
-    assert "blocks.3.attn.qkv.weight" in g.params and "blocks.4.attn.qkv.weight" not in g.params
-    assert g.params["blocks.0.attn.proj.weight"].shape == (30, 30)
-    assert ops(g)[-2:] == ["getitem", "mul_s"]
-    assert [n.attrs["shape"] for n in g.nodes if n.op == "t_reshape"][0][2:] == [5, 6]
-    spans = [(n.span.line, n.span.col) for n in g.nodes if n.op == "add"]
-    assert spans == [(8, 9)] * 4  # `x + Attn(...)`, once per block
-    g = compile_src(SRC, L=2, D="20", heads=4)
-    assert sorted({k.split(".")[1] for k in g.params if k.startswith("blocks.")}) == ["0", "1"]
-    assert str(g.outputs[0].type) == "f32[B, T, 20]"
-
-
-def test_source_errors_print_with_location():
-    from nndsl.errors import NndslError
-
-    with pytest.raises(NndslShapeError) as ei:
-        compile_src(SRC, heads=7)
-    text = str(ei.value)
-    assert text.startswith("src.nn:4:35: shape error: 30 / 7 does not divide exactly")
-    assert "q = q.t_reshape([B, T, heads, D / heads])" in text and "^^^^^^^^^" in text
-    with pytest.raises(NndslError) as ei:
-        compile_src(SRC.replace("t_layernorm(x", "t_layernrom(x"))
-    assert str(ei.value).startswith("src.nn:8:18: name error: unknown function 't_layernrom'")
-    assert "did you mean 't_layernorm'" in str(ei.value)

@@ -1,5 +1,7 @@
 """The parser accepts the language and builds the right AST: node types, fields and spans."""
+import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -251,8 +253,8 @@ def test_train_sections_named_and_unnamed():
     assert [e.key for e in named.entries] == [
         "data", "eval", "loss", "optimizer", "schedule", "epochs", "steps", "batch", "metrics", "clip", "seed",
         "checkpoint_every", "l1", "l2", "eval_every", "eval_batches"]
-    assert (named.entries[1].span.line, named.entries[1].span.col) == (3, 35)
-    assert (named.span.line, named.span.col, named.span.end_line) == (2, 1, 19)
+    assert (named.entries[1].span.line, named.entries[1].span.col) == (3, 37)
+    assert (named.span.line, named.span.col, named.span.end_line) == (2, 1, 18)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -292,3 +294,24 @@ def test_grammar_ships_in_the_package_and_the_parser_is_built_once():
     assert resources.files("nndsl.grammar").joinpath("nndsl.lark").is_file()
     assert resources.files("nndsl.grammar").joinpath("bad_examples.nn").is_file()
     assert lark_parser() is lark_parser()
+
+
+def test_repeat_is_also_a_callable_name():
+    assert sx(expr("x.repeat(2, 1) + repeat(x, 3)")) == (
+        "+", ("call", (".", "x", "repeat"), [2, 1]), ("call", "repeat", ["x", 3]))
+
+
+def test_every_nn_example_in_the_language_reference_parses():
+    doc = Path(__file__).resolve().parents[2] / "docs" / "language.md"
+    blocks = re.findall(r"```nn\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 5
+    for text in blocks:
+        program = parse(text, "language.md")
+        assert program.definitions, text
+
+
+def test_every_program_in_examples_parses():
+    paths = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.nn"))
+    for path in paths:
+        program = parse(path.read_text(encoding="utf-8"), str(path))
+        assert program.models(), f"{path} defines no model"

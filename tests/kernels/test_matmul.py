@@ -27,7 +27,7 @@ def _inputs(a_shape, b_shape, bias=True, residual=True, device="cpu", dtype=torc
             torch.randn(out_shape, **new) if residual else None)
 
 
-def _check(a, b, bias=None, activation=None, residual=None, tol=TOL[torch.float32], grad_of=NAMES):
+def _check(a, b, bias=None, residual=None, activation=None, tol=TOL[torch.float32], grad_of=NAMES):
     """matmul forward + backward vs the float64 reference; every gradient in `grad_of` compared."""
     args = [t.detach().requires_grad_(n in grad_of) if t is not None else None
             for n, t in zip(NAMES, (a, b, bias, residual))]
@@ -49,21 +49,35 @@ def _check(a, b, bias=None, activation=None, residual=None, tol=TOL[torch.float3
 # ----------------------------------------------------------------------------------------------
 # Interpreter: 2-D shapes, activations, optional bias / residual
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 33, 7), (7, 1, 33), (33, 7, 70), (70, 33, 1), (70, 70, 33)])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 33, 7), (7, 1, 33), (33, 7, 70), (70, 33, 1),
+                                   (70, 70, 33)])
 def test_shapes_2d(m, k, n):
-    _check(*_inputs((m, k), (k, n))[:3], "gelu", _inputs((m, k), (k, n))[3])
+    _check(*_inputs((m, k), (k, n)), activation="gelu")
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ((65, 9), (9, 7)),  # dB over 65 rows in 4 chunks of 32: the last one is empty
+    ((3, 70, 9), (9, 7)),  # 210 rows, ragged chunks
+    ((2, 70, 5), (2, 5, 3)),  # batched b: chunks per batch entry
+])
+def test_split_k(a_shape, b_shape, monkeypatch):
+    """Small weight gradients over many rows take the split-K path (tiny thresholds when interpreted)."""
+    splits, split_k = [], mod._split_k
+    monkeypatch.setattr(mod, "_split_k", lambda *args: splits.append(split_k(*args)) or splits[-1])
+    _check(*_inputs(a_shape, b_shape), activation="silu")
+    assert max(splits) > 1, f"expected a split-K launch, got splits {splits}"
 
 
 @pytest.mark.parametrize("activation", (None,) + ACTIVATIONS)
 def test_activations(activation):
     a, b, bias, _ = _inputs((33, 17), (17, 70), residual=False)
-    _check(a, b, bias, activation)
+    _check(a, b, bias, activation=activation)
 
 
 @pytest.mark.parametrize("bias,residual", [(False, False), (True, False), (False, True)])
 def test_bias_residual_optional(bias, residual):
     a, b, bias_t, res = _inputs((7, 33), (33, 9), bias=bias, residual=residual)
-    _check(a, b, bias_t, "relu", res)
+    _check(a, b, bias_t, res, "relu")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,30 +92,31 @@ def test_bias_residual_optional(bias, residual):
     ((2, 1, 3, 1, 5, 7), (1, 2, 1, 2, 7, 4), "sigmoid"),  # 4 independent batch dims: copied to 1
 ])
 def test_batched(a_shape, b_shape, activation):
-    _check(*_inputs(a_shape, b_shape)[:3], activation, _inputs(a_shape, b_shape)[3])
+    a, b, bias, res = _inputs(a_shape, b_shape)
+    _check(a, b, bias, res, activation)
 
 
 def test_non_contiguous_2d():
     a = torch.randn(33, 7).t()  # (7, 33) transposed view
     b = torch.randn(70, 33).t()[:, ::2] / 6  # (33, 35), transposed and strided
     res = torch.randn(35, 7).t()
-    _check(a, b, torch.randn(35), "gelu_tanh", res)
+    _check(a, b, torch.randn(35), res, "gelu_tanh")
 
 
 def test_non_contiguous_batched():
     a = torch.randn(3, 17, 5).transpose(1, 2)  # batched a whose rows cannot be flattened: copied
-    _check(a, torch.randn(9, 17).t() / 4, torch.randn(9), "silu")
+    _check(a, torch.randn(9, 17).t() / 4, torch.randn(9), activation="silu")
     a = torch.randn(3, 2, 5, 17).transpose(0, 1)  # batch dims permuted
     b = torch.randn(2, 3, 9, 17).transpose(-1, -2) / 4
-    _check(a, b, torch.randn(9), "gelu", torch.randn(2, 3, 5, 9))
+    _check(a, b, torch.randn(9), torch.randn(2, 3, 5, 9), "gelu")
 
 
 @pytest.mark.parametrize("grad_of", [("a",), ("b",), ("bias",), ("b", "bias"), ("residual",)])
 def test_gradient_subsets(grad_of):
     a, b, bias, res = _inputs((2, 9, 17), (17, 33))
-    _check(a, b, bias, "gelu", res, grad_of=grad_of)
+    _check(a, b, bias, res, "gelu", grad_of=grad_of)
     a, b, bias, res = _inputs((2, 9, 17), (2, 17, 33))
-    _check(a, b, bias, None, res, grad_of=grad_of)
+    _check(a, b, bias, res, None, grad_of=grad_of)
 
 
 def test_no_grad_forward():
@@ -114,7 +129,7 @@ def test_no_grad_forward():
 
 def test_reference_fallback(monkeypatch):
     monkeypatch.setattr(mod, "use_triton", lambda *t: False)
-    _check(*_inputs((5, 7, 9), (9, 4))[:3], "gelu")
+    _check(*_inputs((5, 7, 9), (9, 4)), activation="gelu")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +186,8 @@ def test_out_buffer_errors():
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # fp32 dots use TF32 exactly when torch.matmul would
 _FP32_TOL = TOL_TF32 if torch.backends.cuda.matmul.allow_tf32 else TOL[torch.float32]
-CUDA_DTYPES = [(torch.float32, _FP32_TOL), (torch.float16, TOL[torch.float16]), (torch.bfloat16, TOL[torch.bfloat16])]
+CUDA_DTYPES = [(torch.float32, _FP32_TOL), (torch.float16, TOL[torch.float16]),
+               (torch.bfloat16, TOL[torch.bfloat16])]
 
 
 @cuda
@@ -185,7 +201,7 @@ CUDA_DTYPES = [(torch.float32, _FP32_TOL), (torch.float16, TOL[torch.float16]), 
 ])
 def test_cuda(dtype, tol, a_shape, b_shape, activation, bias, residual):
     a, b, bias_t, res = _inputs(a_shape, b_shape, bias, residual, device="cuda", dtype=dtype)
-    _check(a, b, bias_t, activation, res, tol=tol)
+    _check(a, b, bias_t, res, activation, tol=tol)
 
 
 @cuda
@@ -193,4 +209,4 @@ def test_cuda(dtype, tol, a_shape, b_shape, activation, bias, residual):
 def test_cuda_non_contiguous(dtype, tol):
     a = torch.randn(768, 512, device="cuda", dtype=dtype).t()
     b = (torch.randn(1024, 768, device="cuda") / 28).to(dtype).t()  # nn.Linear's weight layout
-    _check(a, b, torch.randn(1024, device="cuda", dtype=dtype), "relu", tol=tol)
+    _check(a, b, torch.randn(1024, device="cuda", dtype=dtype), activation="relu", tol=tol)

@@ -119,8 +119,13 @@ def batches_per_epoch(n: int, batch: int) -> int:
 
 
 def loader(source: Source, sampler: Sampler, *, workers: int = 0, pin: bool = False) -> DataLoader:
-    """A DataLoader that fetches whole batches: ``sampler`` yields index tensors, ``batch_size=None``."""
-    return DataLoader(source, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin)
+    """A DataLoader that fetches whole batches: ``sampler`` yields index tensors, ``batch_size=None``.
+
+    It gets its own generator: a DataLoader otherwise draws its workers' base seed from the global
+    RNG each time it is iterated, which would shift dropout masks after a resume.
+    """
+    return DataLoader(source, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def train_batches(source: Source, batch: int, *, seed: int, start: int, step_mode: bool,
