@@ -236,7 +236,8 @@ def _attn_bwd_dkdv_inner(
         else:
             lse = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
-        pT = tl.exp2(tl.dot(k, qT) * qk_scale - lse[None, :] * 1.4426950408889634)  # [BLOCK_N, BLOCK_M]
+        # p <= 1 for every real entry; the clamp keeps masked / padded ones from overflowing to inf
+        pT = tl.exp2(tl.minimum(tl.dot(k, qT) * qk_scale - lse[None, :] * 1.4426950408889634, 0.0))
         if MASK:
             keep = offs_m[None, :] < T_Q
             if CAUSAL:
@@ -348,7 +349,7 @@ def _attn_bwd_dq_inner(
                    offs_n[None, :], T_K, offs_d[:, None], HEAD_DIM, MASK, PAD_D)
         vT = _load(v_base + offs_n[None, :] * stride_vt + offs_d[:, None] * stride_vd,
                    offs_n[None, :], T_K, offs_d[:, None], HEAD_DIM, MASK, PAD_D)
-        p = tl.exp2(tl.dot(q, kT) * qk_scale - lse2[:, None])  # [BLOCK_M, BLOCK_N]
+        p = tl.exp2(tl.minimum(tl.dot(q, kT) * qk_scale - lse2[:, None], 0.0))  # <= 1, see dK/dV
         if MASK:
             keep = offs_n[None, :] < T_K
             if CAUSAL:

@@ -31,8 +31,8 @@ def _linear(c: InferCtx) -> TensorType:
     w = c.expect_rank(1, 2, what="weight")
     if x.rank == 0:
         raise c.error(f"linear expects a tensor with at least one axis, got {c.describe(0)}")
-    dtype = same_dtype(c)
     c.expect_float(0)
+    dtype = same_dtype(c)
     if not D.equal(x.shape[-1], w.shape[1]):
         raise c.error(f"linear expects last dim {D.dim_str(w.shape[1])}, got {D.dim_str(x.shape[-1])} "
                       f"({c.describe(0)})")
@@ -83,8 +83,8 @@ def _conv_infer(c: InferCtx) -> TensorType:
     nd = _nd(c)
     x = c.expect_rank(0, nd + 2, nd + 1)
     w = c.expect_rank(1, nd + 2, what="weight")
-    dtype = same_dtype(c)
     c.expect_float(0)
+    dtype = same_dtype(c)
     stride, padding, dilation = (_tuple(c, k, nd, dv) for k, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
     groups = c.attrs.get("groups", 1)
     cin = x.shape[-nd - 1]

@@ -199,7 +199,7 @@ class Evaluator:
             args = [(self.eval(a), _span(a)) for a in e.args]
             kwargs = [(k.name, self.eval(k.value), k.span, _span(k.value) or k.span) for k in e.kwargs]
             return Call(e.func.id, args, kwargs, e.span)
-        raise NndslConfigError(f"this expression cannot appear in a train section", _span(e))
+        raise NndslConfigError("this expression cannot appear in a train section", _span(e))
 
     def number(self, e: ast.Expr) -> float:
         v = self.eval(e)

@@ -182,6 +182,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
     # data: loaded into memory, indexed a batch at a time
     train_src = data.load(cfg.data, cfg.base_dir)
     eval_src = data.load(cfg.eval, cfg.base_dir) if cfg.eval is not None else None
+    log(f"data: {train_src.describe()}" + (f"; eval: {eval_src.describe()}" if eval_src is not None else ""))
     _check_inputs(model, train_src, cfg, "data")
     if eval_src is not None:
         _check_inputs(model, eval_src, cfg, "eval")

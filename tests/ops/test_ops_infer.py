@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from ops.opcheck import infer, new, tt
+from ops.opcheck import infer
 
-from nndsl.errors import NndslShapeError, NndslTypeError, Span
+from nndsl.errors import NndslTypeError
 from nndsl.ir import dims as D
 from nndsl.ops import registry as R
 

@@ -144,3 +144,21 @@ def test_builtin_argument_errors():
         call(b, "max", x, x)
     with pytest.raises(NndslTypeError, match="dropout: p must be in"):
         call(b, "dropout", x, 2.0)
+
+
+def test_linear_on_an_index_tensor_says_float():
+    msg = fails("linear", ["i64[B, T]", "f32[7, 5]"], names=["idx", None], kind=NndslTypeError)
+    assert msg == "linear expects a floating-point tensor, got idx: i64[B, T]"
+
+
+def test_every_op_and_builtin_is_documented():
+    from pathlib import Path
+
+    from nndsl import layers
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "stdlib.md").read_text()
+    R.get("add")  # loads every op family
+    missing = [n for n in list(layers.load_all()) + list(R.OPS) if n not in text]
+    assert not missing, f"not in docs/stdlib.md: {missing}"
+    undocumented = [n for n, b in layers.load_all().items() if not b.doc] + [n for n, o in R.OPS.items() if not o.doc]
+    assert not undocumented, f"no docstring: {undocumented}"

@@ -67,9 +67,11 @@ def _hand_confusion(y: list[int], guess: list[int], k: int) -> list[list[int]]:
 
 def test_f1_and_accuracy_from_a_hand_computed_confusion_matrix():
     g = torch.Generator().manual_seed(11)
-    k, n = 5, 97
+    k, n = 6, 97
     logits = torch.randn(n, k, generator=g)
-    y = torch.randint(0, k - 1, (n,), generator=g)  # class 4 never a target: still counted if predicted
+    logits[:, 5] = -1e9  # class 5: never predicted, never a target -> left out of the mean
+    y = torch.randint(0, k - 2, (n,), generator=g)  # class 4 never a target: still counted when predicted
+    assert 4 in logits.argmax(1).tolist()
     guess = logits.argmax(1).tolist()
     cm = _hand_confusion(y.tolist(), guess, k)
     f1s = []

@@ -107,7 +107,7 @@ def synthetic_regression(n: int = 1000, features: int = 10, noise: float = 0.01,
     so the "train" and "test" parts share them but draw different X.
     """
     if n <= 0 or features <= 0 or noise < 0:
-        raise NndslConfigError(f"synthetic_regression(): need n > 0, features > 0, noise >= 0")
+        raise NndslConfigError("synthetic_regression(): need n > 0, features > 0, noise >= 0")
     truth = np.random.default_rng([seed, 0])
     w = truth.normal(size=features)
     b = float(truth.normal())

@@ -44,4 +44,5 @@ def resolve(path: str, base_dir: Optional[Path], what: str = "data file",
         if accept(c):
             return c
     listing = "\n".join(f"      {t}" for t in tried)
-    raise NndslDataError(f"{what} '{path}' not found; tried:\n{listing}", hint=NEVER_DOWNLOADS)
+    unset = "" if os.environ.get("NNDSL_DATA") or Path(path).is_absolute() else " ($NNDSL_DATA is not set)"
+    raise NndslDataError(f"{what} '{path}' not found; tried:\n{listing}", hint=NEVER_DOWNLOADS + unset)
