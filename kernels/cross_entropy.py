@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import HAS_TRITON, check_float, interpreting, use_triton
+from .softmax import _rows
 
 if HAS_TRITON:
     import triton
@@ -157,7 +158,7 @@ def cross_entropy_fwd(logits, target, ignore_index=-100, out=None):
     `out` = (loss, lse) buffers may be passed in (used by tests to check every row is written).
     """
     _check_args(logits, target, ignore_index, "none")
-    l2 = logits.reshape(-1, logits.shape[-1]) if logits.dim() != 1 else logits.unsqueeze(0)
+    l2 = _rows(logits)
     t1 = target.reshape(-1)
     n, c = l2.shape
     if out is None:
@@ -174,7 +175,7 @@ def cross_entropy_bwd(logits, target, lse, grad_rows, ignore_index=-100, out=Non
 
     grad_rows: a 0-d tensor (the same for every row) or a tensor of target's shape.
     """
-    l2 = logits.reshape(-1, logits.shape[-1]) if logits.dim() != 1 else logits.unsqueeze(0)
+    l2 = _rows(logits)
     t1 = target.reshape(-1)
     n, c = l2.shape
     if out is None:

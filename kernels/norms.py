@@ -5,14 +5,19 @@ rstd = 1 / sqrt(mean(x^2) + eps); LayerNorm: rstd = 1 / sqrt(var + eps), biased 
 Forward, one program per row: y = xhat * w + b; saves mean (LayerNorm) and rstd per row (fp32).
   Rows up to _MAX_FUSED wide are loaded once (one read, one write); wider rows loop over
   blocks: mean, then variance of (x - mean) (two-pass, no E[x^2] - E[x]^2 cancellation), then y.
-Backward, fused: P programs each own a contiguous run of rows. Per row, with g = dy * w,
+Backward, fused: P row chunks (two per SM), each a contiguous run of rows. Per row, g = dy * w,
   c1 = mean(xhat * g), c2 = mean(g) (0 for RMSNorm):  dx = (g - xhat * c1 - c2) * rstd,
   and the program accumulates dw += dy * xhat and db += dy for its rows in fp32. It stores
   those sums as row `pid` of a (P, D) partial buffer; a second small reduction (sum over P)
   gives dw, db. No atomics, so results are deterministic, and every store is a plain write,
   so a re-run (autotuning) gives the same result.
-  Wide rows: the program first computes (c1, c2) of each of its rows into a small scratch,
-  then walks column blocks, and for each block its rows, writing dx and the block's partials.
+  One-block rows may split their columns over SPLITS adjacent programs (autotuned; at 16K
+  columns a full row of x, dy plus fp32 dw, db accumulators would not fit in registers): each
+  reads the whole row for c1, c2 (the SPLITS programs run side by side, so the repeats come
+  from L2), then writes dx and accumulates dw, db for its 1/SPLITS of the columns only.
+  Rows wider than _MAX_FUSED: the program first computes (c1, c2) of each of its rows into a
+  small scratch, then walks column blocks, and for each block its rows (a second read of x and
+  dy), writing dx and the block's partials.
 """
 from __future__ import annotations
 
@@ -133,10 +138,7 @@ if HAS_TRITON:
         part = pid.to(tl.int64) * D  # this program's row of the partial buffers
         if SINGLE:
             mask = cols < D
-            # This program's share of the columns: dx and dw/db for BLOCK // SPLITS of them (the
-            # row sums still need the whole row; the SPLITS programs of a row chunk run side by
-            # side, so all but one read the row from L2). SPLITS > 1 keeps the fp32 dw/db
-            # accumulators of very wide rows within the register file.
+            # This program's share of the columns (all of them when SPLITS == 1), see the docstring.
             pcols = (tl.program_id(0) % SPLITS) * (BLOCK // SPLITS) + tl.arange(0, BLOCK // SPLITS)
             pmask = pcols < D
             pw = 1.0
@@ -299,10 +301,10 @@ def norm_fwd(x, weight=None, bias=None, eps=1e-5, rms=False, out=None):
     block, single = _block(d)
     kernel = _norm_fwd_kernel if interpreting() else _fwd_row if single else _fwd_loop
     kernel[(m,)](x2, weight if weight is not None else x2, bias if bias is not None else x2, y2,
-            mean if mean is not None else rstd, rstd, d, *x2.stride(), *y2.stride(),
-            weight.stride(0) if weight is not None else 0, bias.stride(0) if bias is not None else 0,
-            float(eps), IS_RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
-            SINGLE=single, **({"BLOCK": block} if block else {}))
+                 mean if mean is not None else rstd, rstd, d, *x2.stride(), *y2.stride(),
+                 weight.stride(0) if weight is not None else 0, bias.stride(0) if bias is not None else 0,
+                 float(eps), IS_RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
+                 SINGLE=single, **({"BLOCK": block} if block else {}))
     return y, mean, rstd
 
 
@@ -341,10 +343,10 @@ def norm_bwd(dy, x, weight, mean, rstd, need_dw=True, need_db=False, out=None, p
         kernel, meta["SPLITS"] = _bwd_loop, 1
     grid = lambda cfg: (p * cfg["SPLITS"],)  # noqa: E731
     kernel[grid](x2, weight if weight is not None else x2, g2, dx2, mean if mean is not None else rstd, rstd,
-            dw if dw is not None else rstd, db if db is not None else rstd, stat,
-            m, d, rows, *x2.stride(), *g2.stride(), *dx2.stride(),
-            weight.stride(0) if weight is not None else 0,
-            IS_RMS=rms, HAS_W=weight is not None, NEED_DW=need_dw, NEED_DB=need_db, **meta)
+                 dw if dw is not None else rstd, db if db is not None else rstd, stat,
+                 m, d, rows, *x2.stride(), *g2.stride(), *dx2.stride(),
+                 weight.stride(0) if weight is not None else 0,
+                 IS_RMS=rms, HAS_W=weight is not None, NEED_DW=need_dw, NEED_DB=need_db, **meta)
     dw = dw.sum(0).to(x.dtype) if need_dw else None
     db = db.sum(0).to(x.dtype) if need_db else None
     return dx, dw, db

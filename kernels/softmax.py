@@ -150,7 +150,13 @@ _INTERP_BLOCK = 32  # block under the interpreter: rows wider than this take the
 # 2. Launchers
 # ----------------------------------------------------------------------------------------------
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(M, D) view of t's leading dims (a copy only when they cannot be flattened as a view)."""
+    """(M, D) view of t's leading dims (a copy only when they cannot be flattened as a view).
+
+    On a GPU a row whose elements are not adjacent is copied first: strided loads would not
+    coalesce. (The interpreter keeps the strides, so tests exercise them.)
+    """
+    if t.is_cuda and t.dim() and t.stride(-1) > 1 and t.shape[-1] > 1:
+        t = t.contiguous()
     return t.reshape(-1, t.shape[-1]) if t.dim() != 1 else t.unsqueeze(0)
 
 

@@ -146,16 +146,25 @@ def _check_inputs(model: torch.nn.Module, source: data.Source, cfg: TrainConfig,
 
 
 class _Interval:
-    """Running training loss and throughput since the last evaluation (loss kept on the device)."""
+    """Running training loss and throughput since the last evaluation (loss kept on the device, so
+    there is no host sync per step; the wall clock is read after a sync, so CUDA time is counted)."""
 
     def __init__(self, dev: torch.device):
-        self.loss, self.n, self.seconds = torch.zeros((), device=dev, dtype=torch.float64), 0, 0.0
+        self.dev, self.loss, self.n = dev, torch.zeros((), device=dev, dtype=torch.float64), 0
+        self.start, self.seconds = time.perf_counter(), 0.0
 
     def mean(self) -> float:
         return self.loss.item() / max(1, self.n)
 
+    def stop(self) -> float:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        self.seconds = time.perf_counter() - self.start
+        return self.seconds
+
     def rate(self) -> float:
-        return self.n / self.seconds if self.seconds > 0 else 0.0
+        seconds = self.seconds or time.perf_counter() - self.start
+        return self.n / seconds if seconds > 0 else 0.0
 
 
 def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None, *, device: Optional[str] = None,
@@ -203,8 +212,13 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
                           "final": {}}
     if resume:
         saved = ckpt.load_state(out_dir / ckpt.STATE)
-        model.load_state_dict(ckpt.load_weights(out_dir / ckpt.WEIGHTS))
-        opt.load_state_dict(saved["optimizer"])
+        try:
+            model.load_state_dict(ckpt.load_weights(out_dir / ckpt.WEIGHTS))
+            opt.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise NndslDataError(f"the checkpoint in {out_dir} does not fit this model or optimizer: "
+                                 f"{str(e).strip().splitlines()[0]}",
+                                 hint="resume with the same model, hyperparameters and optimizer") from None
         sampler.set_state(saved["sampler"])
         ckpt.set_rng_state(saved["rng"])
         st.update({k: saved[k] for k in st if k in saved})
@@ -231,6 +245,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
 
     def record(step: int, lr: float, iv: _Interval) -> None:
         """Evaluate, append to the history, print one line, rewrite metrics.json."""
+        st["train_seconds"] += iv.stop()
+        st["samples"] += iv.n
         entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, "train_loss": iv.mean()}
         if eval_src is not None:
             st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
@@ -258,7 +274,6 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
                 bar = tqdm(total=total if step_mode else per_epoch, initial=step if step_mode else step % per_epoch,
                            desc="train" if step_mode else f"epoch {step // per_epoch + 1}/{cfg.epochs}",
                            disable=not progress, leave=False, dynamic_ncols=True, unit="step")
-            t0 = time.perf_counter()
             x, y = _to(next(batches), dev)
             lr = schedule(step)
             for g in opt.param_groups:
@@ -274,10 +289,6 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
             st["step"] = step
             iv.loss += loss.detach() * len(y)
             iv.n += len(y)
-            dt = time.perf_counter() - t0
-            iv.seconds += dt
-            st["train_seconds"] += dt
-            st["samples"] += len(y)
             bar.update(1)
             if bar.n % 25 == 0 or step % eval_every == 0 or step == total:
                 _show(bar, iv, lr, step, cfg)
@@ -291,6 +302,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
                 save()
     except KeyboardInterrupt:
         if out_dir is not None:
+            st["train_seconds"] += iv.stop()
+            st["samples"] += iv.n
             save()
             log(f"interrupted at step {st['step']}; checkpoint saved in {out_dir} (continue with --resume)")
         raise

@@ -83,6 +83,8 @@ def test_run_overrides_and_resume(tmp_path):
     assert res.exit_code == 0, res.output
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == [2, 4, 6], history
+    res = _invoke("run", src, "--out", out, "--no-progress", "--epochs", "4", "--set", "hidden=5", "--resume")
+    assert res.exit_code == 1 and "does not fit this model" in res.output, res.output
 
 
 def test_check_and_compile(tmp_path):
