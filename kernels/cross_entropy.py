@@ -3,12 +3,14 @@
 logits (..., C) and int64 target (...) are viewed as N = prod(...) rows of C classes.
 Forward, one program per row, one pass over the row in blocks of classes with an online
 max / sum-exp (the running sum is rescaled by exp(m_old - m_new) when the max grows, one
-exp per element): lse = m + log(s), loss = lse - logits[target]. Only the per-row loss and
+exp per element): loss = (m - logits[target]) + log(s), lse = m + log(s). Only the per-row loss and
 lse (fp32) are stored, never a probability tensor; rows whose target is ignore_index are
 not read at all (loss 0). The reduction over rows ("mean" over non-ignored rows, "sum",
 "none") is a small PyTorch op on the (N,) losses.
 Backward, one program per row, one pass: dlogits = (exp(logits - lse) - onehot(target)) * g_row
 with g_row = grad (sum), grad / count (mean) or grad[row] (none); ignored rows get zeros.
+The probabilities carry the fp32 rounding of lse, about |lse| * 6e-8 relative: negligible for
+ordinary logits, 2e-3 at |logits| ~ 3e4.
 
 Note: the class dim is the last one, unlike F.cross_entropy on inputs of more than 2 dims
 (which takes classes at dim 1); for (N, C) inputs the two agree.
@@ -59,10 +61,11 @@ if HAS_TRITON:
             m_new = tl.maximum(m, tl.max(x, axis=0))
             s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
             m = m_new
-        lse = tl.where(valid, m + tl.log(tl.where(valid, s, 1.0)), 0.0)
+        log_s = tl.log(tl.where(valid, s, 1.0))
         in_range = (t >= 0) & (t < C)
         x_t = tl.load(l_row + t * slc, mask=valid & in_range, other=0.0).to(tl.float32)
-        loss = tl.where(in_range, lse - x_t, float("nan"))
+        loss = tl.where(in_range, (m - x_t) + log_s, float("nan"))  # not lse - x_t: no rounding of lse
+        lse = tl.where(valid, m + log_s, 0.0)
         tl.store(loss_ptr + row, tl.where(valid, loss, 0.0))
         tl.store(lse_ptr + row, lse)
 

@@ -5,13 +5,15 @@ Forward:
   * rows up to _MAX_FUSED wide (one block): load the row once, y = exp(x - max) / sum, or
     log_softmax = x - max - log(sum), store once: one read, one write.
   * wider rows: loop 1 walks the row in blocks with an online max / sum-exp (one exp per
-    element; the running sum is rescaled by exp(m_old - m_new) when the max grows), giving
-    lse = m + log(s); loop 2 writes exp(x - lse) or x - lse.
+    element; the running sum is rescaled by exp(m_old - m_new) when the max grows); loop 2
+    writes exp(x - m) / s or (x - m) - log(s).
 Backward from the saved output y (nothing else is kept):
   softmax      dx = y * (dy - sum(dy * y))
   log_softmax  dx = dy - exp(y) * sum(dy)
 with the row sum in registers for one-block rows, or in a first loop for wider rows.
 All arithmetic is fp32; inputs and outputs keep their dtype.
+The row helpers here (_rows, _out_rows, prune_row_configs) are shared with norms.py and
+cross_entropy.py.
 """
 from __future__ import annotations
 
@@ -63,15 +65,16 @@ if HAS_TRITON:
                 m_new = tl.maximum(m, tl.max(x, axis=0))
                 s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
                 m = m_new
-            lse = m + tl.log(s)
+            log_s = tl.log(s)  # kept apart from m: m + log(s) would round away low bits of large x
+            inv_s = 1.0 / s
             for start in range(0, D, BLOCK):
                 c = start + cols
                 mask = c < D
-                x = tl.load(x_row + c * sxd, mask=mask, other=0.0).to(tl.float32)
+                x = tl.load(x_row + c * sxd, mask=mask, other=0.0).to(tl.float32) - m
                 if LOG:
-                    y = x - lse
+                    y = x - log_s
                 else:
-                    y = tl.exp(x - lse)
+                    y = tl.exp(x) * inv_s
                 tl.store(y_row + c * syd, y, mask=mask)
 
     @triton.jit
