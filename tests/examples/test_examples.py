@@ -79,3 +79,20 @@ def test_run_trains_a_few_steps_and_loads_back(file, model, extra, tmp_path, spo
     assert set(saved) == set(state), (sorted(saved), sorted(state))
     for k, v in saved.items():
         assert torch.equal(state[k], v), f"{k} differs after nndsl.load"
+
+
+def test_linear_regression_full_run_recovers_the_generating_weights(tmp_path):
+    """The whole example (20 epochs of SGD, under a second) must find w and b of the data."""
+    from nndsl.runtime.data.arrays import synthetic_regression
+
+    out = tmp_path / "lr"
+    result = CliRunner().invoke(main, ["run", str(EXAMPLES / "linear_regression.nn"), "--out", str(out),
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final"]["r2"] >= 0.999, metrics["final"]
+    state = nndsl.load(out).state_dict()
+    data = synthetic_regression(n=2000, features=10, noise=0.01, seed=0)
+    err_w = (state["linear.weight"][0] - data.true_w).abs().max().item()
+    err_b = abs(state["linear.bias"][0].item() - data.true_b)
+    assert err_w < 1e-2 and err_b < 1e-2, (err_w, err_b)
