@@ -6,41 +6,24 @@ Shipped inside the wheel as ``nndsl.kernels`` (the repository keeps them in the 
 On CUDA tensors (or on the CPU under ``TRITON_INTERPRET=1``) the Triton kernels run;
 otherwise the public functions fall back to their PyTorch reference.
 
-Families are imported lazily, so ``import nndsl.kernels`` does not import Triton.
+The public names are bound here after the family modules are imported, so
+``nndsl.kernels.matmul`` is the function (its module is ``nndsl.kernels.matmul`` in
+``sys.modules``, reachable with ``importlib.import_module``).
 """
 from __future__ import annotations
 
-import importlib
+from .attention import attention, attention_reference
+from .conv2d import conv2d, conv2d_reference
+from .cross_entropy import cross_entropy, cross_entropy_reference
+from .matmul import matmul, matmul_reference
+from .norms import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
+from .softmax import log_softmax, log_softmax_reference, softmax, softmax_reference
 
-# public name -> the module that defines it
-_EXPORTS = {
-    "matmul": "matmul",
-    "matmul_reference": "matmul",
-    "attention": "attention",
-    "attention_reference": "attention",
-    "conv2d": "conv2d",
-    "conv2d_reference": "conv2d",
-    "cross_entropy": "cross_entropy",
-    "cross_entropy_reference": "cross_entropy",
-    "layer_norm": "norms",
-    "layer_norm_reference": "norms",
-    "rms_norm": "norms",
-    "rms_norm_reference": "norms",
-    "softmax": "softmax",
-    "softmax_reference": "softmax",
-    "log_softmax": "softmax",
-    "log_softmax_reference": "softmax",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module 'nndsl.kernels' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "attention", "attention_reference",
+    "conv2d", "conv2d_reference",
+    "cross_entropy", "cross_entropy_reference",
+    "layer_norm", "layer_norm_reference", "rms_norm", "rms_norm_reference",
+    "log_softmax", "log_softmax_reference", "softmax", "softmax_reference",
+    "matmul", "matmul_reference",
+]
