@@ -45,6 +45,7 @@ SHAPES = [
     (2, 1, 33, 33, 64, True),
     (1, 1, 70, 70, 16, True),  # several diagonal and off-diagonal key blocks
     (1, 1, 70, 70, 40, False),
+    (1, 1, 127, 127, 24, True),
     (1, 2, 17, 40, 40, False),  # Tq != Tk
     (2, 1, 40, 17, 24, False),
     (1, 1, 1, 33, 64, False),  # decode-like: one query, many keys
@@ -123,6 +124,15 @@ def test_launchers_write_every_element(causal):
     for name, g, r in zip(("dq", "dk", "dv"), (dq, dk, dv), refs):
         assert g is bufs[name]
         assert_close(name, g, r, TOL[torch.float32])
+
+
+def test_attention_half_on_cpu_falls_back_to_reference():
+    # the interpreter cannot run bf16 / fp16 tiles: CPU half inputs take the reference path
+    q, k, v = (t.to(torch.bfloat16) for t in _qkv(1, 2, 9, 9, 16))
+    out = attention(q, k, v, causal=True)
+    assert out.dtype == torch.bfloat16
+    assert_close("out", out, attention_reference(q.double(), k.double(), v.double(), causal=True),
+                 TOL[torch.bfloat16])
 
 
 def test_reference_matches_torch_sdpa():
