@@ -20,6 +20,7 @@ class Builder:
         self.graph = graph
         self._scope: list[str] = []
         self._counters: dict[str, dict[str, int]] = {}
+        self._used: dict[str, set[str]] = {}  # instance names taken in each scope
         self._span: list[Optional[Span]] = [None]
 
     # -- source positions ------------------------------------------------------------------
@@ -45,19 +46,25 @@ class Builder:
         return ".".join(self._scope)
 
     def unique_name(self, base: str) -> str:
-        """``base`` the first time in this scope, then ``base_1``, ``base_2``..."""
+        """``base`` the first time in this scope, then ``base_1``, ``base_2``... (skipping claimed names)."""
         counts = self._counters.setdefault(self.scope, {})
+        used = self._used.setdefault(self.scope, set())
         n = counts.get(base, 0)
+        name = base if n == 0 else f"{base}_{n}"
+        while name in used:
+            n += 1
+            name = f"{base}_{n}"
         counts[base] = n + 1
-        return base if n == 0 else f"{base}_{n}"
+        used.add(name)
+        return name
 
     def claim_name(self, name: str) -> str:
         """An explicit instance name (``name="attn"``); an error when already used in this scope."""
-        counts = self._counters.setdefault(self.scope, {})
-        if counts.get(name, 0):
+        used = self._used.setdefault(self.scope, set())
+        if name in used:
             raise self.error(f"the name '{name}' is already used in scope '{self.scope or '<model>'}'",
                              cls=NndslNameError)
-        counts[name] = 1
+        used.add(name)
         return name
 
     @contextlib.contextmanager

@@ -146,3 +146,27 @@ def test_misspelled_name_keyword_and_bad_override_point_at_the_right_place():
         compile_src("model M(x: f32[B, 4],\n        hidden: int = 3) -> f32[B, 3] {\n    return x\n}\n",
                     hidden="big")
     assert str(ei.value).startswith("src.nn:2:9: config error: hyperparameter 'hidden' is an int, got 'big'")
+
+
+def test_generated_names_skip_names_claimed_explicitly():
+    import nndsl
+
+    src = """
+    model M(x: f32[B, 4]) -> f32[B, 4] {
+        h = linear(x, 4, name="linear_1")
+        h = linear(h, 4)
+        return linear(h, 4)
+    }
+    """
+    keys = list(nndsl.compile(src).state_dict())
+    assert keys == ["linear_1.weight", "linear_1.bias", "linear.weight", "linear.bias",
+                    "linear_2.weight", "linear_2.bias"], keys
+
+
+def test_an_explicit_name_used_twice_is_a_located_error():
+    import nndsl
+
+    src = "model M(x: f32[B, 4]) -> f32[B, 4] {\n    h = linear(x, 4, name=\"a\")\n    return linear(h, 4, name=\"a\")\n}\n"
+    with pytest.raises(nndsl.NndslNameError) as e:
+        nndsl.compile(src)
+    assert "'a' is already used" in str(e.value) and ":3:" in str(e.value)
