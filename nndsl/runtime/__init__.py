@@ -1,1 +1,10 @@
-"""nndsl.runtime"""
+"""Training runtime: the train-section config, datasets, the training loop, metrics, checkpoints.
+
+``train_config`` turns a file's ``train { }`` section into a typed ``TrainConfig``;
+``fit`` trains a module per that config and writes the run folder that ``nndsl.load`` reads.
+"""
+from .checkpoint import load_run
+from .config import TrainConfig, apply_overrides, train_config
+from .train import fit
+
+__all__ = ["TrainConfig", "train_config", "apply_overrides", "fit", "load_run"]
