@@ -61,6 +61,23 @@ def infer(op: str, specs: list, attrs: Optional[dict] = None, names: Optional[li
     return R.get(op).infer(ctx)
 
 
+def shape(op: str, specs: list, attrs: Optional[dict] = None, i: int = 0) -> str:
+    """The i-th inferred output type of ``op`` as text."""
+    return str(infer(op, specs, attrs)[i])
+
+
+def fails(op: str, specs: list, attrs: Optional[dict] = None, names: Optional[list] = None,
+          kind: Optional[type] = None) -> str:
+    """The message of the InferError that inference of ``op`` must raise (of class ``kind`` if given)."""
+    import pytest
+
+    with pytest.raises(R.InferError) as ei:
+        infer(op, specs, attrs, names)
+    if kind is not None:
+        assert ei.value.kind is kind, f"{op}: expected a {kind.__name__}, got {ei.value.kind.__name__}"
+    return ei.value.message
+
+
 def call(b: Builder, name: str, *args: Any, inst: Optional[str] = None, **kwargs: Any) -> Any:
     """Call builtin ``name`` as the elaborator would: bind args, fill defaults, open the instance scope."""
     bi = L.get(name)

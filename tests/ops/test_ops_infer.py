@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from ops.opcheck import infer
+from ops.opcheck import fails, infer, shape
 
 from nndsl.errors import NndslTypeError
 from nndsl.ir import dims as D
 from nndsl.ops import registry as R
-
-
-def shape(op, specs, attrs=None, i=0):
-    return str(infer(op, specs, attrs)[i])
-
-
-def fails(op, specs, attrs=None, names=None, kind=None) -> str:
-    with pytest.raises(R.InferError) as ei:
-        infer(op, specs, attrs, names)
-    if kind is not None:
-        assert ei.value.kind is kind, f"{op}: expected a {kind.__name__}, got {ei.value.kind.__name__}"
-    return ei.value.message
 
 
 # ------------------------------------------------------------------------------------- arithmetic

@@ -3,23 +3,11 @@ and the errors builtins report through the Builder (located at the call's span).
 from __future__ import annotations
 
 import pytest
-from ops.opcheck import call, infer, new
+from ops.opcheck import call, fails, infer, new, shape
 
 from nndsl.errors import NndslShapeError, NndslTypeError, Span
 from nndsl.ops import registry as R
 from nndsl.ops.sequence import rnn_weight_shapes
-
-
-def shape(op, specs, attrs=None, i=0):
-    return str(infer(op, specs, attrs)[i])
-
-
-def fails(op, specs, attrs=None, names=None, kind=None) -> str:
-    with pytest.raises(R.InferError) as ei:
-        infer(op, specs, attrs, names)
-    if kind is not None:
-        assert ei.value.kind is kind
-    return ei.value.message
 
 
 def test_linear():
