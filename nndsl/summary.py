@@ -45,7 +45,7 @@ def rows(g: Graph) -> list[tuple[str, str, str, int]]:
         if scoped:
             count = sum(c for pname, c in params_of.items() if pname == name or pname.startswith(name + "."))
             ops = [n.op for n in nodes]
-            kind = ops[0] if len(set(ops)) == 1 else "block"
+            kind = g.scope_kinds.get(name) or (ops[0] if len(set(ops)) == 1 else "block")
         result.append((name, kind, shape, count))
     return result
 

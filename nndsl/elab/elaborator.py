@@ -312,10 +312,12 @@ class Elaborator:
                 self._bind(pname, given[pname][0], inner)
         self._stack.append(defn.name)
         try:
-            if inst is None:
+            if inst is None:  # the instance is the enclosing repeat's scope (blocks.3)
+                self.b.graph.scope_kinds.setdefault(self.b.scope, defn.name)
                 result = self.run_body(defn.body, inner)
             else:
                 with self.b.child(inst):
+                    self.b.graph.scope_kinds[self.b.scope] = defn.name  # for summaries and --explain
                     result = self.run_body(defn.body, inner)
         finally:
             self._stack.pop()

@@ -76,6 +76,7 @@ class Graph:
     params: dict[str, Param] = field(default_factory=dict)
     symbols: list[str] = field(default_factory=list)  # symbolic dims of the inputs, in order
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    scope_kinds: dict[str, str] = field(default_factory=dict)  # scope of a block instance -> block name
     file: str = "<string>"
     _ids: Any = field(default_factory=lambda: itertools.count(), repr=False)
 
