@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from ..frontend import ast
 
@@ -31,41 +31,9 @@ def callee_name(call: ast.Call) -> Optional[str]:
 
 def single_stateful_call(body: list, is_stateful: Callable[[str], bool]) -> Optional[ast.Call]:
     """The body's only stateful call, if it has exactly one and no nested repeat."""
-    found: list[ast.Call] = []
-    nested = False
-
-    def walk(e: Any) -> None:
-        nonlocal nested
-        if isinstance(e, ast.Repeat):
-            nested = True
-        elif isinstance(e, ast.Call):
-            name = callee_name(e)
-            if name is not None and is_stateful(name):
-                found.append(e)
-            for x in [e.func, *e.args, *(k.value for k in e.kwargs)]:
-                walk(x)
-        elif isinstance(e, ast.Assign):
-            walk(e.value)
-        elif isinstance(e, ast.Return):
-            for v in e.values:
-                walk(v)
-        elif isinstance(e, ast.BinOp):
-            walk(e.left)
-            walk(e.right)
-        elif isinstance(e, ast.UnaryOp):
-            walk(e.operand)
-        elif isinstance(e, ast.Attribute):
-            walk(e.value)
-        elif isinstance(e, ast.Subscript):
-            for x in [e.value, *e.index]:
-                walk(x)
-        elif isinstance(e, ast.Slice):
-            for x in (e.lower, e.upper, e.step):
-                walk(x)
-        elif isinstance(e, (ast.ListExpr, ast.TupleExpr)):
-            for x in e.items:
-                walk(x)
-
-    for s in body:
-        walk(s)
-    return found[0] if len(found) == 1 and not nested else None
+    nodes = [n for s in body for n in ast.walk(s)]
+    if any(isinstance(n, ast.Repeat) for n in nodes):
+        return None
+    found = [n for n in nodes if isinstance(n, ast.Call)
+             and (name := callee_name(n)) is not None and is_stateful(name)]
+    return found[0] if len(found) == 1 else None

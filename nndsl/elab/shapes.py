@@ -29,21 +29,9 @@ def type_text(t: Any) -> str:
 def names_in(expr: Any) -> list[str]:
     """The names a dim expression mentions, in order, without repeats."""
     out: list[str] = []
-
-    def walk(e: Any) -> None:
-        if isinstance(e, ast.Name):
-            if e.id not in out:
-                out.append(e.id)
-        elif isinstance(e, ast.BinOp):
-            walk(e.left)
-            walk(e.right)
-        elif isinstance(e, ast.UnaryOp):
-            walk(e.operand)
-        elif isinstance(e, ast.Call):
-            for a in e.args:
-                walk(a)
-
-    walk(expr)
+    for e in ast.walk(expr):
+        if isinstance(e, ast.Name) and e.id not in out:
+            out.append(e.id)
     return out
 
 

@@ -198,3 +198,38 @@ class Program:
 
     def models(self) -> dict[str, Definition]:
         return {d.name: d for d in self.definitions if d.kind == "model"}
+
+
+# ----------------------------------------------------------------------------- traversal
+def children(node: object) -> list:
+    """The direct sub-nodes of an expression or statement (None parts left out)."""
+    if isinstance(node, Call):
+        parts = [node.func, *node.args, *(k.value for k in node.kwargs)]
+    elif isinstance(node, BinOp):
+        parts = [node.left, node.right]
+    elif isinstance(node, UnaryOp):
+        parts = [node.operand]
+    elif isinstance(node, Attribute):
+        parts = [node.value]
+    elif isinstance(node, Subscript):
+        parts = [node.value, *node.index]
+    elif isinstance(node, Slice):
+        parts = [node.lower, node.upper, node.step]
+    elif isinstance(node, (ListExpr, TupleExpr)):
+        parts = list(node.items)
+    elif isinstance(node, Assign):
+        parts = [node.value]
+    elif isinstance(node, Return):
+        parts = list(node.values)
+    elif isinstance(node, Repeat):
+        parts = [node.count, *node.body]
+    else:
+        parts = []
+    return [p for p in parts if p is not None]
+
+
+def walk(node: object):
+    """``node`` and every node under it, parents before children, in source order."""
+    yield node
+    for c in children(node):
+        yield from walk(c)
