@@ -56,8 +56,9 @@ def _read_npz(found: Path, *keys: str) -> list[np.ndarray]:
                 raise NndslDataError(f"{found} holds no arrays", hint=f"expected arrays {', '.join(keys)}")
             for k in keys:
                 if k not in names:
+                    guess = did_you_mean(k, names)
                     raise NndslDataError(f"{found} has no array '{k}'",
-                                         hint=did_you_mean(k, names) or f"its arrays: {', '.join(names)}")
+                                         hint=f"{guess + ' ' if guess else ''}its arrays: {', '.join(names)}")
             return [validate.numeric(_member(archive, found, k), k, str(found)) for k in keys]
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
         raise NndslDataError(f"cannot read {found}: {e}") from None

@@ -39,8 +39,8 @@ def read_idx(path: Path, expect_magic: Optional[int] = None) -> np.ndarray:
         raise NndslDataError(f"{path} is not an IDX file (bad header {raw[:4].hex() or 'empty'})")
     magic = int.from_bytes(raw[:4], "big")
     if expect_magic is not None and magic != expect_magic:
-        kind = {IMAGES_MAGIC: "an images file", LABELS_MAGIC: "a labels file"}.get(expect_magic, "another kind")
-        raise NndslDataError(f"{path}: magic number {magic}, expected {expect_magic} ({kind})")
+        raise NndslDataError(f"{path}: magic number {magic} ({_layout(magic)}), expected {expect_magic} "
+                             f"({_layout(expect_magic)})")
     ndim = raw[3]
     head = 4 + 4 * ndim
     if len(raw) < head:
@@ -51,6 +51,12 @@ def read_idx(path: Path, expect_magic: Optional[int] = None) -> np.ndarray:
     if len(raw) - head != want:
         raise NndslDataError(f"{path}: {len(raw) - head} data bytes, expected {want} for shape {list(dims)}")
     return np.frombuffer(raw, dtype=dtype, offset=head).reshape(dims)
+
+
+def _layout(magic: int) -> str:
+    """``u8, 1 dim``: what an IDX magic number says of its file."""
+    dtype, ndim = np.dtype(_IDX_TYPES[(magic >> 8) & 0xFF]), magic & 0xFF
+    return f"{dtype.kind}{dtype.itemsize * 8}, {ndim} dim{'s' * (ndim != 1)}"
 
 
 def _find(root: str, name: str, base_dir: Optional[Path]) -> Path:
@@ -70,8 +76,6 @@ def load_idx_pair(kind: str, root: str, split: str, normalize: bool, base_dir: O
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise NndslDataError(f"{kind} {split}: images {list(images.shape)} do not match labels {list(labels.shape)}",
                              hint="expected images [N, H, W] and labels [N]")
-    if labels.dtype.kind not in "iu":
-        raise NndslDataError(f"{kind} {split}: the labels file holds {labels.dtype} values; labels are integers")
     x = torch.from_numpy(images.astype(np.float32)).div_(255.0).unsqueeze(1)  # [N, 1, H, W] in [0, 1]
     if normalize:
         mean, std = _STATS[kind]

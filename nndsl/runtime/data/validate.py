@@ -12,7 +12,7 @@ Three layers, from the bytes up:
   the loss: input dtype, token ids within the embedding tables (a text's vocabulary vs the
   model's), targets of the kind the loss takes (integer labels in [0, classes) for
   cross_entropy, one value per output for mse / binary_cross_entropy, in [0, 1] for the latter),
-  class labels for the class metrics. ``check_targets`` is the fallback for modules without a
+  class labels for perplexity. ``check_targets`` is the fallback for modules without a
   graph, on the first batch's predictions.
 
 Every failure is an ``NndslDataError`` (or ``NndslConfigError`` for a loss or metric that cannot
@@ -50,7 +50,7 @@ def labels(y: np.ndarray, field: str, where: str) -> torch.Tensor:
     """Integer (or bool) labels as i64, refusing values beyond int64 instead of wrapping them."""
     if y.dtype.kind == "u" and y.dtype.itemsize == 8 and y.size and y.max() > _INT64_MAX:
         i = index_of(torch.from_numpy(y > _INT64_MAX))
-        raise NndslDataError(f"{where}: {field}{i} = {y[i]} does not fit an int64 label (at most {_INT64_MAX})")
+        raise NndslDataError(f"{where}: {_at(field, i)} = {y[i]} does not fit an int64 label (at most {_INT64_MAX})")
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -165,14 +165,15 @@ def _targets(cfg, src: Source, out, key: str, span: Optional[Span], graph) -> No
 
 
 def _metrics(cfg, src: Source, out, key: str) -> None:
-    """Class metrics need integer labels when the model outputs several classes."""
+    """Perplexity scores integer class labels against the output's classes."""
     y = src.tokens if isinstance(src, TextSource) else src.y
-    if key != "eval" or not y.is_floating_point() or out.rank < 1 or out.shape[-1] == 1:
+    per_example = (src.context,) if isinstance(src, TextSource) else tuple(y.shape[1:])
+    if key != "eval" or "perplexity" not in cfg.metrics:
         return
-    for m in ("accuracy", "f1", "perplexity"):
-        if m in cfg.metrics:
-            raise NndslConfigError(f"metric '{m}' compares class labels, but the eval set's y is {_dtype(y)}",
-                                   cfg.spans.get("metrics"), _float_label_hint(y))
+    if y.is_floating_point() or out.rank < 2 or not _same(per_example, out.shape[1:-1]):
+        raise NndslConfigError(f"metric 'perplexity' scores class labels {_rows(out.shape[1:-1])} against the "
+                               f"model's output {out}, but the eval set's y is {_dtype(y)}{_rows(per_example)}",
+                               cfg.spans.get("metrics"))
 
 
 def check_targets(pred: torch.Tensor, source: Source, cfg, key: str) -> None:
