@@ -379,3 +379,36 @@ def test_good_data_still_train(tmp_path):
     out = fit(compiled.module, cfg, None, progress=False, log=lambda line: None)
     losses = [h["train_loss"] for h in out["history"]]
     assert losses[-1] < losses[0], f"loss did not fall: {losses}"
+
+
+# ----------------------------------------------------------------------------- shapes, and modules without a graph
+def test_eval_features_that_do_not_fit_the_input(tmp_path):
+    arrays = _xy(8)
+    _npz(tmp_path, **arrays)
+    np.savez(tmp_path / "e.npz", x_test=np.ones((5, 7), np.float32), y_test=np.arange(5) % 4)
+    err, text = fit_error(tmp_path, NPZ + '\n    eval = npz("e.npz", x="x_test", y="y_test")', kind=NndslDataError)
+    assert_at(text, tmp_path, "eval")
+    assert "eval set's x has shape [N, 7], but the model's input 'x' is f32[B, 3]" in text
+
+
+def test_text_windows_longer_than_a_static_context(tmp_path):
+    (tmp_path / "c.txt").write_text("abcab" * 20)
+    model = CHARS.replace("idx: i64[B, T]", "idx: i64[B, 8]").replace("[B, T, vocab]", "[B, 8, vocab]")
+    err, text = fit_error(tmp_path, 'data = text("c.txt", context=12)', model, NndslDataError)
+    assert_at(text, tmp_path, "data")
+    assert "x has shape [N, 12], but the model's input 'idx' is i64[B, 8]" in text
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_a_plain_torch_module_gets_the_label_check_on_its_first_batch(tmp_path, bad):
+    """No graph to read the classes from: the first batch's output gives them (train.py's fallback)."""
+    arrays = _xy(12)
+    arrays["y_train"][9] = bad
+    _npz(tmp_path, **arrays)
+    src = _write(tmp_path, CLASSIFIER, NPZ)
+    compiled = build(src)
+    cfg = train_config(compiled.train, compiled.hyperparams, tmp_path, {})
+    with pytest.raises(NndslDataError) as info:
+        fit(torch.nn.Linear(3, 5), cfg, None, progress=False, log=lambda line: None)
+    assert_at(str(info.value), tmp_path, "data")
+    assert f"targets hold {bad}, but the model outputs 5 classes (labels 0..4)" in str(info.value)

@@ -50,6 +50,6 @@ def _what(spec) -> str:
     return f"{spec.name}({first!r})" if isinstance(first, str) else f"{spec.name}()"
 
 
-__all__ = ["check_fits", "check_targets", "loaded", "DATASETS", "load", "Source", "TextSource", "EpochBatches", "batches_per_epoch", "eval_batches",
-           "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
+__all__ = ["DATASETS", "load", "loaded", "check_fits", "check_targets", "Source", "TextSource", "EpochBatches",
+           "batches_per_epoch", "eval_batches", "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
            "read_idx"]

@@ -95,12 +95,17 @@ def fits(model: torch.nn.Module, src: Source, cfg, key: str) -> None:
 
 
 def _inputs(graph, src: Source, key: str, span: Optional[Span]) -> None:
-    """x's dtype kind is the input's; integer ids are within every embedding table they index."""
+    """x's dtype kind and static dims are the input's; integer ids are within every embedding table
+    they index."""
     inp = graph.inputs[0]
     x = src.tokens if isinstance(src, TextSource) else src.x
     if inp.type.is_float != x.is_floating_point():
-        raise NndslDataError(f"the {_SET[key]} set gives x as {_dtype(x)}, but the model's input '{inp.name}' is {inp.type}",
-                             span)
+        raise NndslDataError(f"the {_SET[key]} set gives x as {_dtype(x)}, but the model's input "
+                             f"'{inp.name}' is {inp.type}", span)
+    have = (src.context,) if isinstance(src, TextSource) else tuple(x.shape[1:])
+    if not _same(have, inp.type.shape[1:]):
+        raise NndslDataError(f"the {_SET[key]} set's x has shape {_rows(have)}, but the model's input "
+                             f"'{inp.name}' is {inp.type}", span)
     if inp.type.is_float:
         return
     tables = [(n.inputs[1].type.shape[0], _param_name(n.inputs[1])) for n in graph.nodes
@@ -117,8 +122,8 @@ def _inputs(graph, src: Source, key: str, span: Optional[Span]) -> None:
     bad = (x < 0) | (x >= rows)
     if bool(bad.any()):
         i = index_of(bad)
-        raise NndslDataError(f"the {_SET[key]} set's {_at('x', i)} = {int(x[i])}, but the embedding '{name}' takes "
-                             f"ids 0..{rows - 1}", span)
+        raise NndslDataError(f"the {_SET[key]} set's {_at('x', i)} = {int(x[i])}, but the embedding '{name}' "
+                             f"takes ids 0..{rows - 1}", span)
 
 
 def _targets(cfg, src: Source, out, key: str, span: Optional[Span], graph) -> None:
@@ -139,7 +144,8 @@ def _targets(cfg, src: Source, out, key: str, span: Optional[Span], graph) -> No
         if isinstance(src, TextSource):
             if isinstance(classes, int) and src.vocab_size > classes:
                 raise NndslDataError(f"the {_SET[key]} text has {src.vocab_size} distinct characters, but the model "
-                                     f"outputs {classes} classes", span, _vocab_hint(_hyper_name(graph, classes), src.vocab_size))
+                                     f"outputs {classes} classes", span,
+                                     _vocab_hint(_hyper_name(graph, classes), src.vocab_size))
             return
         bad = (y < 0) | (y >= classes) if isinstance(classes, int) else y < 0
         if bool(bad.any()):
