@@ -388,7 +388,7 @@ def test_eval_features_that_do_not_fit_the_input(tmp_path):
     np.savez(tmp_path / "e.npz", x_test=np.ones((5, 7), np.float32), y_test=np.arange(5) % 4)
     err, text = fit_error(tmp_path, NPZ + '\n    eval = npz("e.npz", x="x_test", y="y_test")', kind=NndslDataError)
     assert_at(text, tmp_path, "eval")
-    assert "eval set's x has shape [N, 7], but the model's input 'x' is f32[B, 3]" in text
+    assert "eval data do not fit the model: x has shape [N, 7], but the model's input 'x' is f32[B, 3]" in text
 
 
 def test_text_windows_longer_than_a_static_context(tmp_path):
@@ -396,7 +396,7 @@ def test_text_windows_longer_than_a_static_context(tmp_path):
     model = CHARS.replace("idx: i64[B, T]", "idx: i64[B, 8]").replace("[B, T, vocab]", "[B, 8, vocab]")
     err, text = fit_error(tmp_path, 'data = text("c.txt", context=12)', model, NndslDataError)
     assert_at(text, tmp_path, "data")
-    assert "x has shape [N, 12], but the model's input 'idx' is i64[B, 8]" in text
+    assert "training data do not fit the model: x has shape [N, 12], but the model's input 'idx' is i64[B, 8]" in text
 
 
 @pytest.mark.parametrize("bad", [-1, 5])
@@ -412,3 +412,21 @@ def test_a_plain_torch_module_gets_the_label_check_on_its_first_batch(tmp_path, 
         fit(torch.nn.Linear(3, 5), cfg, None, progress=False, log=lambda line: None)
     assert_at(str(info.value), tmp_path, "data")
     assert f"targets hold {bad}, but the model outputs 5 classes (labels 0..4)" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["~no_such_user_here/d.npz", "d\x00.npz", "d\n.npz"])
+def test_odd_data_paths_are_plain_misses(tmp_path, name):
+    err, text = fit_error(tmp_path, f"data = npz({name!r})".replace("'", '"'), kind=NndslDataError)
+    assert_at(text, tmp_path, "data")
+    assert "not found; tried:" in text
+
+
+def test_huge_finite_values_are_not_mistaken_for_inf():
+    """The fast finite check sums first; a sum that overflows must fall back, not report an inf."""
+    from nndsl.runtime.data import Source, loaded
+
+    x = torch.full((101, 3), 3e38)
+    assert loaded(Source(x, torch.zeros(101, dtype=torch.long)), "big") is not None
+    x[77, 1] = -float("inf")
+    with pytest.raises(NndslDataError, match=r"big: x\[77, 1\] = -inf"):
+        loaded(Source(x, torch.zeros(101, dtype=torch.long)), "big")

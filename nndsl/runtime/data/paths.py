@@ -18,7 +18,7 @@ NEVER_DOWNLOADS = ("nndsl never downloads data: put it next to the .nn file, or 
 
 def candidates(path: str, base_dir: Optional[Path]) -> list[Path]:
     """Where ``path`` may be, in the order they are tried."""
-    p = Path(path).expanduser()
+    p = _expand(path)
     if p.is_absolute():
         return [p]
     out = []
@@ -26,7 +26,7 @@ def candidates(path: str, base_dir: Optional[Path]) -> list[Path]:
         out.append(Path(base_dir) / p)
     env = os.environ.get("NNDSL_DATA")
     if env:
-        out.append(Path(env).expanduser() / p)
+        out.append(_expand(env) / p)
     out.append(Path.cwd() / p)
     seen, unique = set(), []
     for c in out:
@@ -35,6 +35,14 @@ def candidates(path: str, base_dir: Optional[Path]) -> list[Path]:
             seen.add(key)
             unique.append(c)
     return unique
+
+
+def _expand(path: str) -> Path:
+    """``path`` with ``~`` expanded; ``~user`` of an unknown user stays as written (a plain miss later)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
 
 
 def resolve(path: str, base_dir: Optional[Path], what: str = "data file",

@@ -72,12 +72,19 @@ def loaded(src: Source, what: str) -> Source:
     if isinstance(src, TextSource):
         return src  # token ids, finite by construction
     for field, t in (("x", src.x), ("y", src.y)):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not _all_finite(t):
             i = index_of(~torch.isfinite(t))
             raise NndslDataError(f"{what}: {_at(field, i)} = {t[i].item()}; the data must be finite "
                                  "(NaN and inf are missing or broken values, not something to train on)",
                                  hint="drop or fill those values in the data file")
     return src
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Every element finite. A sum with a NaN or inf in it is not finite, so a finite sum settles it
+    in one pass (~30 ms for MNIST's 47M values; torch.isfinite takes ~1 s on a CPU); only a sum that
+    overflowed or found a bad value pays for the elementwise check."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 # ----------------------------------------------------------------------------- the set against the run
@@ -104,8 +111,8 @@ def _inputs(graph, src: Source, key: str, span: Optional[Span]) -> None:
                              f"'{inp.name}' is {inp.type}", span)
     have = (src.context,) if isinstance(src, TextSource) else tuple(x.shape[1:])
     if not _same(have, inp.type.shape[1:]):
-        raise NndslDataError(f"the {_SET[key]} set's x has shape {_rows(have)}, but the model's input "
-                             f"'{inp.name}' is {inp.type}", span)
+        raise NndslDataError(f"the {_SET[key]} data do not fit the model: x has shape {_rows(have)}, but the "
+                             f"model's input '{inp.name}' is {inp.type}", span)
     if inp.type.is_float:
         return
     tables = [(n.inputs[1].type.shape[0], _param_name(n.inputs[1])) for n in graph.nodes
