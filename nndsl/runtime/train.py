@@ -117,32 +117,10 @@ def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_pr
             x, y = _to(xy, dev)
             pred = _forward(model, x)
             if i == 0:
-                _check_targets(pred, source, cfg, "eval")
+                data.check_targets(pred, source, cfg, "eval")
             m.update(pred, y)
     model.train(was_training)
     return m.compute()
-
-
-def _check_targets(pred: torch.Tensor, source: data.Source, cfg: TrainConfig, key: str) -> None:
-    """Integer targets must index the model's classes (a clear error instead of an index assert)."""
-    top = source.target_max()
-    if cfg.loss.name != "cross_entropy" or top is None or pred.dim() == 0 or top < pred.shape[-1]:
-        return
-    hint = f"the model's vocabulary must be at least {source.vocab_size} (e.g. --set vocab={source.vocab_size})" \
-        if hasattr(source, "vocab_size") else None
-    raise NndslDataError(f"the {key} targets go up to {top}, but the model outputs {pred.shape[-1]} classes",
-                         cfg.spans.get(key), hint)
-
-
-def _check_inputs(model: torch.nn.Module, source: data.Source, cfg: TrainConfig, key: str) -> None:
-    """The data's x must have the kind of dtype the model's input declares (floats vs integers)."""
-    graph = getattr(model, "graph", None)
-    if graph is None or not getattr(graph, "inputs", None) or not hasattr(source, "x"):
-        return
-    want = graph.inputs[0].type
-    if want.is_float != source.x.is_floating_point():
-        raise NndslDataError(f"the {key} gives x as {str(source.x.dtype).replace('torch.', '')}, "
-                             f"but the model's input '{graph.inputs[0].name}' is {want}", cfg.spans.get(key))
 
 
 class _Interval:
@@ -192,9 +170,9 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
     train_src = data.load(cfg.data, cfg.base_dir)
     eval_src = data.load(cfg.eval, cfg.base_dir) if cfg.eval is not None else None
     log(f"data: {train_src.describe()}" + (f"; eval: {eval_src.describe()}" if eval_src is not None else ""))
-    _check_inputs(model, train_src, cfg, "data")
+    data.check_fits(model, train_src, cfg, "data")
     if eval_src is not None:
-        _check_inputs(model, eval_src, cfg, "eval")
+        data.check_fits(model, eval_src, cfg, "eval")
     # model, loss, optimizer, schedule
     model.to(dev).train()
     loss_fn = make_loss(cfg.loss, output_is_probs)
@@ -327,7 +305,7 @@ def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainC
         pred = _forward(model, x)
     except (ValueError, TypeError) as e:  # the compiled forward's input check
         raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
-    _check_targets(pred, source, cfg, "data")
+    data.check_targets(pred, source, cfg, "data")
     try:
         return loss_fn(pred, y)
     except NndslError as e:
