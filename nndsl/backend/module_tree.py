@@ -71,7 +71,8 @@ def build_tree(root: nn.Module, g: Graph, reserved_at_root: frozenset = frozense
         for key, val in sub.items():
             full = f"{prefix}{key}"
             if key in MODULE_ATTRS or (mod is root and key in reserved_at_root):
-                raise NndslLoweringError(f"'{key}' (in '{full}') is a name torch.nn.Module uses itself; "
+                owner = "torch.nn.Module" if key in MODULE_ATTRS else "the compiled model"
+                raise NndslLoweringError(f"'{key}' (in '{full}') is a name {owner} uses itself; "
                                          "choose another name= for this layer", _first_span(val))
             if isinstance(val, dict):
                 keys = list(val)
