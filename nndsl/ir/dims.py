@@ -15,6 +15,13 @@ import sympy
 Dim = Union[int, sympy.Expr]
 
 
+def _sympify(d) -> sympy.Expr:
+    """sympy.sympify, refusing text: sympify parses a string with eval, and a dim is never text."""
+    if isinstance(d, str):
+        raise TypeError(f"a dim cannot be a string ({d[:20]!r})")
+    return sympy.sympify(d)
+
+
 def symbol(name: str) -> sympy.Symbol:
     """The symbolic dim ``name`` (a positive integer)."""
     return sympy.Symbol(name, integer=True, positive=True)
@@ -26,7 +33,7 @@ def norm(d) -> Dim:
         raise TypeError("a bool is not a dim")
     if isinstance(d, int):
         return d
-    e = sympy.sympify(d)
+    e = _sympify(d)
     # expand is enough (and ~100x faster) for polynomials; floor/min/max need simplify
     e = sympy.simplify(e) if e.has(sympy.floor, sympy.Min, sympy.Max) else sympy.expand(e)
     if e.is_Integer:
@@ -49,7 +56,7 @@ def equal(a: Dim, b: Dim) -> bool:
         return True
     if all(isinstance(x, (int, sympy.Symbol, sympy.Integer)) for x in (a, b)):
         return False
-    diff = sympy.sympify(a) - sympy.sympify(b)
+    diff = _sympify(a) - _sympify(b)
     return (sympy.simplify(diff) if diff.has(sympy.floor, sympy.Min, sympy.Max) else sympy.expand(diff)) == 0
 
 
@@ -63,7 +70,7 @@ def product(dims: Iterable[Dim]) -> Dim:
 def floordiv(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a // b
-    return norm(sympy.floor(sympy.sympify(a) / sympy.sympify(b)))
+    return norm(sympy.floor(_sympify(a) / _sympify(b)))
 
 
 def exact_div(a: Dim, b: Dim) -> Dim:
@@ -72,7 +79,7 @@ def exact_div(a: Dim, b: Dim) -> Dim:
         if b == 0 or a % b != 0:
             raise ValueError(f"{a} is not divisible by {b}")
         return a // b
-    e = sympy.simplify(sympy.sympify(a) / sympy.sympify(b))
+    e = sympy.simplify(_sympify(a) / _sympify(b))
     if e.is_number and not e.is_Integer:
         raise ValueError(f"{a} is not divisible by {b}")
     return norm(e)
@@ -111,7 +118,7 @@ def expr_code(e, names: Optional[Mapping[str, str]] = None) -> str:
     """Python code for a scalar expression over dims, integer or real (``1/sqrt(T)``); math as ``rt.math``."""
     if isinstance(e, int):
         return dim_code(e, names)
-    e = sympy.sympify(e) if not isinstance(e, sympy.Basic) else e
+    e = _sympify(e) if not isinstance(e, sympy.Basic) else e
     p = _Printer(names)
     return p.code(e) if e.is_integer else p.real(e)
 
