@@ -129,7 +129,8 @@ def test_identifiers_with_line_breaks_are_rejected_with_a_location(slot):
         located(lambda: build(src))
 
 
-SCOPE_NAMES = ["self", "torch", "F", "rt", "K", "kern", "forward", "d0", "v0", "p0", "float", "exec"]
+SCOPE_NAMES = ["self", "torch", "F", "rt", "K", "kern", "forward", "d0", "v0", "p0", "float", "exec",
+               "class", "lambda", "def", "import", "yield", "__import__", "print"]
 
 
 def _model(dims: tuple[str, str], value: str, hyper: str) -> str:
@@ -143,7 +144,8 @@ def _model(dims: tuple[str, str], value: str, hyper: str) -> str:
 
 @pytest.mark.parametrize("name", SCOPE_NAMES)
 def test_names_of_the_generated_scope_cannot_be_shadowed(name):
-    """Dims, values and hyperparameters named like the generated code's scope give the plain model."""
+    """Dims, values and hyperparameters named like the generated code's scope or like Python
+    keywords give the plain model."""
     plain = nndsl.compile(_model(("B", "T"), "h", "H"))
     odd = [nndsl.compile(_model((name, "T"), "h", "H")), nndsl.compile(_model(("B", name), "h", "H")),
            nndsl.compile(_model(("B", "T"), name, "H")), nndsl.compile(_model(("B", "T"), "h", name))]
@@ -151,6 +153,13 @@ def test_names_of_the_generated_scope_cannot_be_shadowed(name):
     for m in odd:
         m.load_state_dict(plain.state_dict())
         torch.testing.assert_close(m(x), plain(x))
+
+
+def test_none_as_a_name_is_a_located_syntax_error():
+    for args in ((("None", "T"), "h", "H"), (("B", "T"), "None", "H"), (("B", "T"), "h", "None")):
+        with pytest.raises(NndslError) as err:
+            build(_model(*args))
+        assert err.value.span is not None
 
 
 @pytest.mark.parametrize("layer", ["class", "def", "lambda", "None", "to", "forward", "parameters", "graph",
