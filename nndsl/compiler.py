@@ -66,11 +66,13 @@ def build(
     # the IR's invariants hold before any pass
     if verify:
         verify_graph(graph)
+    # how the loss reads the output, decided before a pass may rewrite a trailing softmax
+    output_is_probs = torch_codegen.ends_in_probs(graph)
     # IR -> IR: the backend's pass pipeline
     graph = run_passes(graph, backend, verify=verify)
     # IR -> nn.Module with a generated forward
     meta = {"source": text, "file": file, "model": graph.name, "hyperparams": dict(graph.hyperparams)}
-    module, py = torch_codegen.lower(graph, meta)
+    module, py = torch_codegen.lower(graph, meta, output_is_probs=output_is_probs)
     train = _train_section(program, graph.name)
     return Compiled(program, graph.name, graph, module, dict(graph.hyperparams), train, path, py, text)
 

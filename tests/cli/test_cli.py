@@ -94,7 +94,7 @@ def test_check_and_compile(tmp_path):
     assert 'Model "Tiny"' in res.output and "Total params: 50" in res.output  # 5*7+7 + 7+1
     assert "train: 2 epochs, batch 16" in res.output
     py = _invoke("compile", src, "--emit", "python")
-    assert py.exit_code == 0 and "def forward(self, x):" in py.output
+    assert py.exit_code == 0 and "def forward(self, v0):" in py.output
     ir = _invoke("compile", src, "--emit", "ir")
     assert ir.exit_code == 0 and "graph Tiny" in ir.output
 
