@@ -28,7 +28,8 @@ from .module_tree import build_tree
 
 # instance attributes of every compiled model (a top-level layer may not take these names)
 MODEL_ATTRS = frozenset({"graph", "input_names", "output_is_probs", "nndsl_meta", "nndsl_line_spans",
-                         "_nndsl_slots"})
+                         "_nndsl_slots", "nndsl_backend", "nndsl_graphs", "nndsl_sources", "nndsl_lines"})
+BACKENDS = ("auto", "torch", "triton")
 _counter = itertools.count(1)
 
 
@@ -70,6 +71,41 @@ def _compile_forward(fwd: Forward) -> Any:
         namespace["kern"] = kernels
     exec(compile(fwd.source, filename, "exec"), namespace)  # noqa: S102 - source checked by safety.check
     return namespace["forward"]
+
+
+def _dispatch(self, *args):
+    """``forward`` of a model lowered for several backends: the Triton forward on CUDA inputs
+    (``nndsl_backend == "auto"``), or the one ``nndsl_backend`` names. The device is known only
+    when the model is called, so the choice is made per call (one attribute read and one compare)."""
+    b = self.nndsl_backend
+    if b == "triton" or (b == "auto" and args and getattr(args[0], "is_cuda", False)):
+        return self._nndsl_forward_triton(*args)
+    return self._nndsl_forward_torch(*args)
+
+
+def lower_backends(graphs: dict[str, Graph], meta: Optional[dict] = None, *, output_is_probs: bool,
+                   backend: str) -> NndslModule:
+    """One module holding a generated forward per backend in ``graphs`` (``"torch"`` always),
+    sharing one parameter tree built from the torch graph, so the state_dict is the same whatever
+    the backend and a checkpoint of one loads into the other. ``backend`` ("auto" | "torch" |
+    "triton") picks the forward per call (``_dispatch``); it can be changed on the module later.
+    """
+    base = graphs["torch"]
+    fwds = {}
+    for name, g in graphs.items():
+        if list(g.params) != list(base.params):  # the passes keep every parameter, in order
+            g.params = dict(base.params)
+        fwds[name] = generate_forward(g, name)
+    attrs: dict[str, Any] = {f"_nndsl_forward_{k}": _compile_forward(f) for k, f in fwds.items()}
+    attrs["forward"] = _dispatch if len(fwds) > 1 else attrs["_nndsl_forward_torch"]
+    module = type("NndslModel", (NndslModule,), attrs)()
+    slots = build_tree(module, base, MODEL_ATTRS)
+    module.__dict__.update(
+        graph=base, input_names=[v.name for v in base.inputs], nndsl_meta=dict(meta or {}),
+        output_is_probs=bool(output_is_probs), nndsl_line_spans=fwds["torch"].line_spans, _nndsl_slots=slots,
+        nndsl_backend=backend if len(fwds) > 1 else "torch", nndsl_graphs=dict(graphs),
+        nndsl_sources={k: f.source for k, f in fwds.items()}, nndsl_lines={k: f.line_spans for k, f in fwds.items()})
+    return module
 
 
 def lower(g: Graph, meta: Optional[dict] = None, *, output_is_probs: Optional[bool] = None,
