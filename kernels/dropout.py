@@ -147,18 +147,18 @@ def _mulhilo(a: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mid >> 16, ((mid & 0xFFFF) << 16) | (lo & 0xFFFF)
 
 
-def _philox_bits(seed: int, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
-    """First output word of Philox4x32-10 for counter (c0, c1, 0, 0) and key = seed, as int64."""
-    c0, c1 = torch.broadcast_tensors(c0, c1)
-    c2 = torch.zeros_like(c0)
-    c3 = torch.zeros_like(c0)
+def philox4x32(seed: int, c0, c1, c2=0, c3=0) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of counter (c0, c1, c2, c3) (uint32 values in int64 tensors or ints,
+    broadcast) under key (seed & 0xffffffff, seed >> 32): the four output words, as int64 —
+    the same rounds as Triton's tl.philox."""
+    c0, c1, c2, c3 = torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64) for c in (c0, c1, c2, c3)))
     k0, k1 = seed & _M32, (seed >> 32) & _M32
     for _ in range(_ROUNDS):
         hi_b, lo_b = _mulhilo(_ROUND_B, c2)
         hi_a, lo_a = _mulhilo(_ROUND_A, c0)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + _KEY_A) & _M32, (k1 + _KEY_B) & _M32
-    return c0
+    return c0, c1, c2, c3
 
 
 def dropout_mask(seed: int, shape, p: float, device=None) -> torch.Tensor:
@@ -172,7 +172,7 @@ def dropout_mask(seed: int, shape, p: float, device=None) -> torch.Tensor:
     check_index_range(R, C, f"shape {shape}")
     rows = torch.arange(R, device=device, dtype=torch.int64)[:, None]
     cols = torch.arange(C, device=device, dtype=torch.int64)[None, :]
-    return ((_philox_bits(seed, cols, rows) >> 1) >= threshold(p)).reshape(shape)
+    return ((philox4x32(seed, cols, rows)[0] >> 1) >= threshold(p)).reshape(shape)
 
 
 def dropout_reference(x: torch.Tensor, p: float, seed: int | None = None, mask: torch.Tensor | None = None):
