@@ -677,7 +677,7 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             mask = dropout_mask(seed, p.shape, drop_p, p.device)
         if tuple(mask.shape) != tuple(p.shape):
             raise ValueError(f"mask must have the probabilities' shape {tuple(p.shape)}, got {tuple(mask.shape)}")
-        p = p * mask.to(ct) / (1.0 - drop_p)
+        p = p * mask.to(device=p.device, dtype=ct) / (1.0 - drop_p)
     return torch.matmul(p, v.to(ct)).to(q.dtype)
 
 

@@ -182,7 +182,7 @@ def dropout_reference(x: torch.Tensor, p: float, seed: int | None = None, mask: 
         return x
     if mask is None:
         mask = dropout_mask(seed, x.shape, p, x.device)
-    return x * mask.to(x.dtype) / (1.0 - p)
+    return x * mask.to(device=x.device, dtype=x.dtype) / (1.0 - p)
 
 
 # ------------------------------------------------------------------------------------------- public

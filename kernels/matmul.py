@@ -556,7 +556,7 @@ def matmul_reference(a, b, bias=None, activation=None, residual=None, *, dropout
             mask = dropout_mask(seed, y.shape, drop_p, y.device)
         if tuple(mask.shape) != tuple(y.shape):
             raise ValueError(f"mask must have the output shape {tuple(y.shape)}, got {tuple(mask.shape)}")
-        y = y * mask.to(y.dtype) / (1.0 - drop_p)
+        y = y * mask.to(device=y.device, dtype=y.dtype) / (1.0 - drop_p)
     return y + residual if residual is not None else y
 
 
