@@ -88,12 +88,13 @@ def _attn_fwd_inner(
     qk_scale,  # scale * log2(e)
     seed,  # dropout: Philox key
     drop_threshold,  # dropout: ⌊p·2³¹⌋
-    row0,  # dropout: row of query 0 of this (b, h) in P's [B·H·Tq, Tk] view
+    row0,  # dropout: row of this program's first query in P's [B·H·Tq, Tk] view
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # mask keys after the query
     MASK: tl.constexpr,  # this range holds a ragged or diagonal block: mask it
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D: mask the head dim
     DROPOUT: tl.constexpr,  # drop entries of P (after the row sum, before P V)
+    BLOCK_M: tl.constexpr,  # queries of the program
     BLOCK_N: tl.constexpr,  # keys per step
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
@@ -113,7 +114,7 @@ def _attn_fwd_inner(
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:
-            p = tl.where(dropout_keep(seed, row0 + offs_m[:, None], offs_n[None, :], drop_threshold), p, 0.0)
+            p = tl.where(dropout_keep(seed, row0, start_n, drop_threshold, BLOCK_M, BLOCK_N), p, 0.0)
         v = _load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
                   offs_n[:, None], T_K, offs_d[None, :], HEAD_DIM, MASK, PAD_D)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
@@ -152,10 +153,10 @@ def _attn_fwd(
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
-    row0 = pid_bh * T_Q
     k_base = K + off_b * stride_kb + off_h * stride_kh
     v_base = V + off_b * stride_vb + off_h * stride_vh
     start_m = pid_m * BLOCK_M
+    row0 = pid_bh * T_Q + start_m  # dropout row of the first query
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd
@@ -168,19 +169,19 @@ def _attn_fwd(
         # keys [0, start_m) lie wholly below the diagonal; keys past the block are skipped
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
                                         stride_vd, offs_m, offs_d, 0, start_m, T_K, qk_scale, seed, drop_threshold,
-                                        row0, HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_N)
+                                        row0, HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
                                         stride_vd, offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, T_K),
                                         T_K, qk_scale, seed, drop_threshold, row0,
-                                        HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_N)
+                                        HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     else:
         full = (T_K // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
                                         stride_vd, offs_m, offs_d, 0, full, T_K, qk_scale, seed, drop_threshold,
-                                        row0, HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_N)
+                                        row0, HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
                                         stride_vd, offs_m, offs_d, full, T_K, T_K, qk_scale, seed, drop_threshold,
-                                        row0, HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_N)
+                                        row0, HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
 
     acc = acc / l_i[:, None]
     if DROPOUT:
@@ -242,12 +243,14 @@ def _attn_bwd_dkdv_inner(
     drop_threshold,  # dropout: ⌊p·2³¹⌋
     drop_scale,  # dropout: 1 / (1 - p)
     row0,  # dropout: row of query 0 of this (b, h) in P's [B·H·Tq, Tk] view
+    start_n,  # dropout: first key of this program
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask
     MASK: tl.constexpr,  # ragged or diagonal range: mask it
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
     DROPOUT: tl.constexpr,  # dropout on P
     BLOCK_M: tl.constexpr,  # queries per step
+    BLOCK_N: tl.constexpr,  # keys of the program
 ):
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
@@ -272,7 +275,7 @@ def _attn_bwd_dkdv_inner(
             pT = tl.where(keep, pT, 0.0)
         dpT = tl.dot(v, tl.trans(do))
         if DROPOUT:  # the forward's bits, transposed: counter (key, row0 + query); dV scaled at the store
-            keepT = dropout_keep(seed, row0 + offs_m[None, :], offs_n[:, None], drop_threshold)
+            keepT = tl.trans(dropout_keep(seed, row0 + start_m, start_n, drop_threshold, BLOCK_M, BLOCK_N))
             dv = tl.dot(tl.where(keepT, pT, 0.0).to(do.dtype), do, dv)
             dpT = tl.where(keepT, dpT * drop_scale, 0.0)
         else:
@@ -337,19 +340,19 @@ def _attn_bwd_dkdv(
         lo_full = start_n + BLOCK_N
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
                                       stride_gt, stride_gd, offs_n, offs_d, start_n, tl.minimum(lo_full, T_Q),
-                                      T_Q, qk_scale, seed, drop_threshold, drop_scale, row0,
-                                      HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M)
+                                      T_Q, qk_scale, seed, drop_threshold, drop_scale, row0, start_n,
+                                      HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     else:
         lo_full = 0
     full = (T_Q // BLOCK_M) * BLOCK_M
     dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
                                   stride_gt, stride_gd, offs_n, offs_d, lo_full, full,
-                                  T_Q, qk_scale, seed, drop_threshold, drop_scale, row0,
-                                  HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M)
+                                  T_Q, qk_scale, seed, drop_threshold, drop_scale, row0, start_n,
+                                  HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
                                   stride_gt, stride_gd, offs_n, offs_d, tl.maximum(lo_full, full), T_Q,
-                                  T_Q, qk_scale, seed, drop_threshold, drop_scale, row0,
-                                  HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M)
+                                  T_Q, qk_scale, seed, drop_threshold, drop_scale, row0, start_n,
+                                  HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
 
     mask = (offs_n[:, None] < T_K) & (offs_d[None, :] < HEAD_DIM)
     dk_ptrs = DK + off_b * stride_dkb + off_h * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :] * stride_dkd
@@ -380,12 +383,13 @@ def _attn_bwd_dq_inner(
     seed,  # dropout: Philox key
     drop_threshold,  # dropout: ⌊p·2³¹⌋
     drop_scale,  # dropout: 1 / (1 - p)
-    row0,  # dropout: row of query 0 of this (b, h) in P's [B·H·Tq, Tk] view
+    row0,  # dropout: row of this program's first query in P's [B·H·Tq, Tk] view
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask
     MASK: tl.constexpr,  # ragged or diagonal range: mask it
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
     DROPOUT: tl.constexpr,  # dropout on P
+    BLOCK_M: tl.constexpr,  # queries of the program
     BLOCK_N: tl.constexpr,  # keys per step
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
@@ -404,7 +408,7 @@ def _attn_bwd_dq_inner(
             p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, vT)
         if DROPOUT:  # the forward's bits: counter (key, row0 + query)
-            keep = dropout_keep(seed, row0 + offs_m[:, None], offs_n[None, :], drop_threshold)
+            keep = dropout_keep(seed, row0, start_n, drop_threshold, BLOCK_M, BLOCK_N)
             dp = tl.where(keep, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq)
@@ -455,24 +459,24 @@ def _attn_bwd_dq(
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * T_Q + offs_m, mask=offs_m < T_Q, other=0.0)
     k_base = K + off_b * stride_kb + off_h * stride_kh
     v_base = V + off_b * stride_vb + off_h * stride_vh
-    row0 = pid_bh * T_Q
+    row0 = pid_bh * T_Q + start_m  # dropout row of the first query
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if CAUSAL:
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
                                 offs_m, offs_d, 0, start_m, T_K, qk_scale, seed, drop_threshold, drop_scale, row0,
-                                HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_N)
+                                HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
                                 offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, T_K), T_K, qk_scale,
                                 seed, drop_threshold, drop_scale, row0, HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT,
-                                BLOCK_N)
+                                BLOCK_M, BLOCK_N)
     else:
         full = (T_K // BLOCK_N) * BLOCK_N
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
                                 offs_m, offs_d, 0, full, T_K, qk_scale, seed, drop_threshold, drop_scale, row0,
-                                HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_N)
+                                HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
                                 offs_m, offs_d, full, T_K, T_K, qk_scale, seed, drop_threshold, drop_scale, row0,
-                                HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_N)
+                                HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     dq_ptrs = DQ + off_b * stride_dqb + off_h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :] * stride_dqd
     tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=(offs_m[:, None] < T_Q) & (offs_d[None, :] < HEAD_DIM))

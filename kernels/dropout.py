@@ -1,11 +1,12 @@
 """Dropout drawn from a counter-based RNG (Philox), shared by every kernel that drops elements.
 
-    keep(r, c) = (philox(seed; counter (c, r, 0, 0))[0] >> 1) >= threshold,   threshold = ⌊p·2³¹⌋
+    keep(r, c) = (philox(seed; counter (c // 4, r, 0, 0))[c % 4] >> 1) >= threshold,   threshold = ⌊p·2³¹⌋
 
-for element (r, c) of the tensor viewed as [R, C] (C its last dim, R the product of the others).
-The counter is the element's (column, row) — `tl.randint(seed, r·2³² + c)`, spelled through
-`tl.philox` so no 64-bit index is built — so a kernel draws the same bit for an element whatever
-its tiling: the matmul epilogue (output [..., M, N]), the attention kernels (probabilities
+for element (r, c) of the tensor viewed as [R, C] (C its last dim, R the product of the others):
+one Philox4x32-10 call (`tl.philox`, Triton's counter-based generator behind tl.rand) serves four
+neighbouring columns, a quarter of the integer work and of the registers of one call per element.
+The counter depends only on the element's (row, column), so a kernel draws the same bit for an
+element whatever its tiling: the matmul epilogue (output [..., M, N]), the attention kernels (probabilities
 [B, H, Tq, Tk], row = (b·H + h)·Tq + q, the dK/dV kernel walking them transposed), and this
 module's elementwise kernel. Nothing is stored: a backward regenerates the mask from (seed, index).
 Kept elements are scaled by 1/(1-p). p = 0 is a constexpr-off path in every kernel.
@@ -39,13 +40,20 @@ if HAS_TRITON:
     @triton.jit
     def dropout_keep(
         seed,  # int scalar
-        rows,  # row indices of the [R, C] view, any int tile broadcastable against cols
-        cols,  # column indices
+        row0,  # first row of the tile in the [R, C] view
+        col0,  # first column of the tile (a multiple of 4)
         threshold,  # int32 scalar ⌊p·2³¹⌋
+        BLOCK_R: tl.constexpr,  # tile rows
+        BLOCK_C: tl.constexpr,  # tile columns (a multiple of 4)
     ):
-        """True where element (row, col) survives: 31 Philox bits of counter (col, row) >= threshold."""
-        zero = rows.to(tl.int32) * 0 + cols.to(tl.int32) * 0  # the broadcast tile shape
-        bits, _, _, _ = tl.philox(seed, cols.to(tl.int32) + zero, rows.to(tl.int32) + zero, zero, zero)
+        """[BLOCK_R, BLOCK_C] bools, True where element (row0 + i, col0 + j) survives."""
+        rows = row0.to(tl.int32) + tl.arange(0, BLOCK_R)
+        groups = col0.to(tl.int32) // 4 + tl.arange(0, BLOCK_C // 4)
+        zero = tl.zeros([BLOCK_R, BLOCK_C // 4], tl.int32)
+        w0, w1, w2, w3 = tl.philox(seed, groups[None, :] + zero, rows[:, None] + zero, zero, zero)
+        # join stacks on a new last axis: [R, C/4, i, j] holds word 2i + j, so row-major column 4g + k
+        # gets word k of group g
+        bits = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), [BLOCK_R, BLOCK_C])
         return (bits >> 1).to(tl.int32) >= threshold
 
     @triton.jit(do_not_specialize=["seed", "threshold"])
@@ -66,7 +74,8 @@ if HAS_TRITON:
         mask = (offs_r[:, None] < R) & (offs_c[None, :] < C)
         r64 = offs_r.to(tl.int64)[:, None]
         x = tl.load(x_ptr + r64 * stride_xr + offs_c[None, :] * stride_xc, mask=mask, other=0.0)
-        keep = dropout_keep(seed, offs_r[:, None], offs_c[None, :], threshold)
+        keep = dropout_keep(seed, tl.program_id(0) * BLOCK_R, tl.program_id(1) * BLOCK_C, threshold,
+                            BLOCK_R, BLOCK_C)
         y = tl.where(keep, x.to(tl.float32) * scale, 0.0)
         tl.store(out_ptr + r64 * stride_or + offs_c[None, :] * stride_oc, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -171,8 +180,9 @@ def dropout_mask(seed: int, shape, p: float, device=None) -> torch.Tensor:
     R = math.prod(shape[:-1]) if shape else 1
     check_index_range(R, C, f"shape {shape}")
     rows = torch.arange(R, device=device, dtype=torch.int64)[:, None]
-    cols = torch.arange(C, device=device, dtype=torch.int64)[None, :]
-    return ((philox4x32(seed, cols, rows)[0] >> 1) >= threshold(p)).reshape(shape)
+    groups = torch.arange((C + 3) // 4, device=device, dtype=torch.int64)[None, :]
+    bits = torch.stack(philox4x32(seed, groups, rows), -1).reshape(R, -1)[:, :C]  # column 4g + k: word k
+    return ((bits >> 1) >= threshold(p)).reshape(shape)
 
 
 def dropout_reference(x: torch.Tensor, p: float, seed: int | None = None, mask: torch.Tensor | None = None):

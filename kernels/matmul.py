@@ -187,7 +187,7 @@ if HAS_TRITON:
             acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
         y, d = _act(acc, ACTIVATION)
         if DROPOUT:  # row of y's [rows, N] view: batch entry pid_b holds rows [pid_b·M, pid_b·M + M)
-            keep = dropout_keep(seed, pid_b * M + offs_m[:, None], offs_n[None, :], drop_threshold)
+            keep = dropout_keep(seed, pid_b * M + pid_m * BLOCK_M, pid_n * BLOCK_N, drop_threshold, BLOCK_M, BLOCK_N)
             y = tl.where(keep, y * drop_scale, 0.0)
             d = tl.where(keep, d * drop_scale, 0.0)  # s carries the mask: no RNG in the backward
         c_off = pid_b * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
