@@ -1,0 +1,259 @@
+"""Fused linear + cross-entropy: loss = CE(x @ W^T + b, target), without the [N, V] logits.
+
+For a language model's head, x [N, D] (N = B*T tokens), W [V, D], the logits are N*V values
+(8192 x 50257 bf16 = 823 MB) and eager PyTorch keeps them, their fp32 softmax and dlogits alive.
+Here (the technique of Liger-Kernel's fused linear cross-entropy) the rows are taken in chunks
+and every gradient is computed during the forward, so only one chunk of logits ever exists:
+
+  for each chunk of `rows` rows:
+    L    = x_c @ W^T + b            matmul_forward into one reused [rows, V] buffer (input dtype)
+    loss_c, lse_c                   cross_entropy_fwd: online max / sum-exp per row (fp32)
+    L    = (softmax(L) - onehot) * s   cross_entropy_bwd writing dlogits over L in place;
+                                    s = 1 / (non-ignored rows) for "mean", 1 for "sum"
+    dx_c = L @ W                    matmul_forward into dx's rows
+    dW  += L^T @ x_c                `_gemm_acc_kernel`: fp32 dW tile += product, in one kernel
+    db  += column sums of L         torch.sum with an fp32 accumulator
+
+Default `rows` (Liger's rule): next power of two >= N / ceil(V / D), so a chunk's logits
+take about as much memory as x. Rows whose target is ignore_index contribute nothing; "mean"
+divides by the number of the others (NaN when there are none, as in PyTorch). The loss is
+fp32 (fp64 in the float64 reference). Backward only multiplies the saved dx, dW, db by the
+incoming scalar gradient. Peak extra memory: one [rows, V] chunk, dx, an fp32 dW (and db).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
+from .cross_entropy import cross_entropy_bwd, cross_entropy_fwd
+from .matmul import _precision, matmul_forward
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+_REDUCTIONS = ("mean", "sum")
+
+# ----------------------------------------------------------------------------------------------
+# 1. Triton kernel
+# ----------------------------------------------------------------------------------------------
+if HAS_TRITON:
+
+    @triton.jit
+    def _gemm_acc_kernel(
+        a_ptr,  # A [M, K], any strides (dlogits^T of one chunk)
+        b_ptr,  # B [K, N], any strides (the chunk's rows of x)
+        c_ptr,  # C [M, N] fp32, read and written: C += A @ B (the dW accumulator)
+        M, N, K,  # GEMM sizes
+        stride_am, stride_ak,  # strides of A
+        stride_bk, stride_bn,  # strides of B
+        stride_cm, stride_cn,  # strides of C
+        M_KEY, N_KEY, K_KEY,  # power-of-two buckets of M, N, K: the autotuning key only
+        PRECISION: tl.constexpr,  # tl.dot input precision ("ieee" or "tf32")
+        BLOCK_M: tl.constexpr,  # output rows per tile
+        BLOCK_N: tl.constexpr,  # output columns per tile
+        BLOCK_K: tl.constexpr,  # inner elements per step
+    ):
+        # axis 0 walks the (few) column tiles, so programs running together share an A tile-row
+        pid_n = tl.program_id(0)
+        pid_m = tl.program_id(1)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        # rows / columns past the edge wrap onto real ones: loaded, never stored
+        a_ptrs = a_ptr + (offs_m % M).to(tl.int64)[:, None] * stride_am + offs_k[None, :] * stride_ak
+        b_ptrs = b_ptr + offs_k[:, None] * stride_bk + (offs_n % N)[None, :] * stride_bn
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in range(0, tl.cdiv(K, BLOCK_K)):
+            k_left = K - kb * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            a_ptrs += BLOCK_K * stride_ak
+            b_ptrs += BLOCK_K * stride_bk
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        acc += tl.load(c_ptrs, mask=mask, other=0.0)
+        tl.store(c_ptrs, acc, mask=mask)
+
+    def _config(bm, bn, bk, stages, warps):
+        return triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), num_stages=stages, num_warps=warps)
+
+    # dW = dlogits^T @ x: M = V (tens of thousands), N = D (hundreds to thousands), K = rows.
+    # restore_value: tuning runs the kernel several times, and each run adds into C.
+    _gemm_acc_tuned = triton.autotune(
+        [_config(128, 256, 64, 3, 8), _config(128, 128, 64, 3, 8), _config(128, 128, 64, 4, 4),
+         _config(64, 128, 64, 4, 4), _config(128, 64, 32, 4, 4), _config(64, 64, 32, 5, 2)],
+        key=["M_KEY", "N_KEY", "K_KEY"], restore_value=["c_ptr"])(_gemm_acc_kernel)
+
+_INTERPRET_META = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)  # one small config, interpreted
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Launchers
+# ----------------------------------------------------------------------------------------------
+def _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows):
+    """ValueError naming the argument the launcher cannot take."""
+    check_float("x", x)
+    check_float("weight", weight, ndim=2)
+    check_same("x", x, "weight", weight)
+    if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must be [..., D] with D = weight.shape[1] = {weight.shape[1]} "
+                         f"(weight [V, D] = {tuple(weight.shape)}), got x {tuple(x.shape)}")
+    if weight.shape[0] == 0:
+        raise ValueError(f"weight must have at least one class row, got shape {tuple(weight.shape)}")
+    if bias is not None:
+        check_float("bias", bias)
+        check_same("x", x, "bias", bias)
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if not isinstance(target, torch.Tensor) or target.dtype != torch.int64:
+        what = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be an int64 tensor of class indices, got {what}")
+    if tuple(target.shape) != tuple(x.shape[:-1]):
+        raise ValueError(f"target must have shape {tuple(x.shape[:-1])} for x of shape {tuple(x.shape)}, "
+                         f"got {tuple(target.shape)}")
+    if target.device != x.device:
+        raise ValueError(f"target ({target.device}) and x ({x.device}) must be on the same device")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+    if chunk_rows is not None and (not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool)
+                                   or chunk_rows < 1):
+        raise ValueError(f"chunk_rows must be None or a positive int, got {chunk_rows!r}")
+    if not x.is_cuda and target.numel():  # a free check on the CPU; a GPU would need a sync
+        bad = (target != ignore_index) & ((target < 0) | (target >= weight.shape[0]))
+        if bad.any():
+            raise ValueError(f"target has class index {target[bad][0].item()} outside "
+                             f"[0, {weight.shape[0]}) (ignore_index={ignore_index})")
+
+
+def default_chunk_rows(n: int, d: int, v: int) -> int:
+    """Liger's rule: the next power of two >= n / ceil(v / d) rows, so that a chunk of logits
+    [rows, v] is about the size of x [n, d]; never more than n (and at least 1)."""
+    per_row = -(-v // d)  # ceil(v / d): logits per row over x per row
+    rows = 1 << max(0, (-(-n // per_row) - 1).bit_length())
+    return max(1, min(rows, n))
+
+
+def _gemm_acc(a, b, c):
+    """c += a @ b in one kernel: a [M, K], b [K, N] (same dtype, any strides), c [M, N] fp32."""
+    M, K = a.shape
+    N = b.shape[1]
+    keys = [triton.next_power_of_2(max(int(s), 1)) for s in (M, N, K)]
+    args = (a, b, c, M, N, K, *a.stride(), *b.stride(), *c.stride(), *keys)
+    if interpreting():
+        meta = _INTERPRET_META
+        grid = (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"]))
+        _gemm_acc_kernel[grid](*args, PRECISION=_precision(a.dtype), **meta)
+    else:
+        def grid(meta):
+            return (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"]))
+        _gemm_acc_tuned[grid](*args, PRECISION=_precision(a.dtype))
+
+
+def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-100, reduction="mean",
+                                 chunk_rows=None, need_x=True, need_weight=True, need_bias=True):
+    """Launch the chunked forward. Returns (loss, dx, dW, db): loss a 0-d fp32 tensor; dx (x's
+    shape and dtype), dW, db (weight's / bias's dtype) the gradients of the loss itself (upstream
+    gradient 1), None where not asked for (db is None without bias). Gradients are computed only
+    if one is asked for; then each chunk's logits buffer is overwritten by its dlogits."""
+    _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows)
+    v, d = weight.shape
+    x2 = x.reshape(-1, d)
+    t1 = target.reshape(-1)
+    n = x2.shape[0]
+    rows = default_chunk_rows(n, d, v) if chunk_rows is None else max(1, min(chunk_rows, n))
+    need_bias = need_bias and bias is not None
+    grads = need_x or need_weight or need_bias
+    dev, f32 = x.device, torch.float32
+    logits = torch.empty(rows, v, device=dev, dtype=x.dtype)  # the one chunk buffer, reused
+    loss_rows = torch.empty(n, device=dev, dtype=f32)
+    lse = torch.empty(rows, device=dev, dtype=f32)
+    count = (t1 != ignore_index).sum().to(f32)  # on the device: no host sync
+    scale = 1.0 / count if reduction == "mean" else torch.ones((), device=dev, dtype=f32)
+    dx = torch.empty(n, d, device=dev, dtype=x.dtype) if need_x else None
+    dw = torch.zeros(v, d, device=dev, dtype=f32) if need_weight else None
+    db = torch.zeros(v, device=dev, dtype=f32) if need_bias else None
+    w_t = weight.t()  # [D, V] view: the logits GEMM reads W through swapped strides
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        xc, tc, lc, lse_c = x2[s:e], t1[s:e], logits[:e - s], lse[:e - s]
+        matmul_forward(xc, w_t, bias, out=lc)  # logits of the chunk
+        cross_entropy_fwd(lc, tc, ignore_index, out=(loss_rows[s:e], lse_c))
+        if not grads:
+            continue
+        cross_entropy_bwd(lc, tc, lse_c, scale, ignore_index, out=lc)  # dlogits, in place
+        if need_x:
+            matmul_forward(lc, weight, out=dx[s:e])  # dx_c = dlogits @ W
+        if need_weight:
+            _gemm_acc(lc.t(), xc, dw)  # dW += dlogits^T @ x_c, fp32
+        if need_bias:
+            db += lc.sum(0, dtype=f32)
+    loss = loss_rows.sum()
+    if reduction == "mean":
+        loss = loss / count  # 0 / 0 = nan when every row is ignored, as in PyTorch
+    return (loss, dx.view(x.shape) if need_x else None,
+            dw.to(weight.dtype) if need_weight else None, db.to(bias.dtype) if need_bias else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Autograd
+# ----------------------------------------------------------------------------------------------
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    """The gradients are computed in the forward and saved; backward scales them by the
+    incoming scalar. Nothing else is saved (not x, not W)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, target, bias, ignore_index, reduction, chunk_rows):
+        need_x, need_w, _, need_b = ctx.needs_input_grad[:4]
+        loss, dx, dw, db = linear_cross_entropy_forward(
+            x, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
+            chunk_rows=chunk_rows, need_x=need_x, need_weight=need_w, need_bias=need_b)
+        ctx.save_for_backward(dx, dw, db)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        def scaled(t):  # out of place: a second backward (retain_graph) sees the same saved grads
+            return None if t is None else t * grad.to(t.dtype)
+
+        dx, dw, db = ctx.saved_tensors
+        return scaled(dx), scaled(dw), None, scaled(db), None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Reference
+# ----------------------------------------------------------------------------------------------
+def linear_cross_entropy_reference(x, weight, target, bias=None, ignore_index=-100, reduction="mean"):
+    """F.cross_entropy(F.linear(x, weight, bias)) over x's rows, the loss in at least fp32
+    (the logits are upcast before the cross-entropy); float64 in, float64 out."""
+    logits = F.linear(x.reshape(-1, weight.shape[1]), weight, bias)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits, target.reshape(-1), ignore_index=ignore_index, reduction=reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Public function
+# ----------------------------------------------------------------------------------------------
+def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index=-100, reduction="mean",
+                         chunk_rows=None):
+    """F.cross_entropy(F.linear(x, weight, bias), target) without materializing the logits.
+
+    x [..., D] float, weight [V, D], bias [V] or None, target [...] int64; reduction "mean"
+    (over non-ignored rows) or "sum"; chunk_rows: rows per chunk (default: logits chunk ~ x's
+    size). Returns a 0-d fp32 loss, differentiable in x, weight and bias.
+    """
+    _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows)
+    # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the reference path
+    if not use_triton(x, weight, target, bias) or (x.dtype == torch.bfloat16 and not x.is_cuda):
+        return linear_cross_entropy_reference(x, weight, target, bias, ignore_index, reduction)
+    tensors = (x, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return LinearCrossEntropyFunction.apply(x, weight, target, bias, ignore_index, reduction,
+                                                chunk_rows)
+    return linear_cross_entropy_forward(x, weight, target, bias, ignore_index=ignore_index,
+                                        reduction=reduction, chunk_rows=chunk_rows, need_x=False,
+                                        need_weight=False, need_bias=False)[0]
