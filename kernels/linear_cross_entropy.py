@@ -7,15 +7,18 @@ and every gradient is computed during the forward, so only one chunk of logits e
 
   for each chunk of `rows` rows:
     L    = x_c @ W^T + b            matmul_forward into one reused [rows, V] buffer (input dtype)
-    loss_c, lse_c                   cross_entropy_fwd: online max / sum-exp per row (fp32)
-    L    = (softmax(L) - onehot) * s   cross_entropy_bwd writing dlogits over L in place;
-                                    s = 1 / (non-ignored rows) for "mean", 1 for "sum"
+    loss_c, L = (softmax(L) - onehot) * s
+                                    `_ce_inplace_kernel`, one program per row: an online max /
+                                    sum-exp pass (fp32, as in cross_entropy.py), then a pass
+                                    writing dlogits over L in place (each element read before
+                                    written); s = 1 / (non-ignored rows) for "mean", 1 for "sum"
     dx_c = L @ W                    matmul_forward into dx's rows
     dW  += L^T @ x_c                `_gemm_acc_kernel`: fp32 dW tile += product, in one kernel
     db  += column sums of L         torch.sum with an fp32 accumulator
 
-Default `rows` (Liger's rule): next power of two >= N / ceil(V / D), so a chunk's logits
-take about as much memory as x. Rows whose target is ignore_index contribute nothing; "mean"
+Default `rows` (Liger's rule, with a floor): the next power of two >= max(N / ceil(V / D), D),
+so a chunk's logits take about as much memory as x, or as W when that is larger (see
+default_chunk_rows). Rows whose target is ignore_index contribute nothing; "mean"
 divides by the number of the others (NaN when there are none, as in PyTorch). The loss is
 fp32 (fp64 in the float64 reference). Backward only multiplies the saved dx, dW, db by the
 incoming scalar gradient. Peak extra memory: one [rows, V] chunk, dx, an fp32 dW (and db).
@@ -26,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
-from .cross_entropy import cross_entropy_bwd, cross_entropy_fwd
 from .matmul import _precision, matmul_forward
 
 if HAS_TRITON:
@@ -34,9 +36,10 @@ if HAS_TRITON:
     import triton.language as tl
 
 _REDUCTIONS = ("mean", "sum")
+_MAX_CHUNK_ELEMS = 2**31 - 1  # a chunk of logits is indexed with int32 offsets
 
 # ----------------------------------------------------------------------------------------------
-# 1. Triton kernel
+# 1. Triton kernels
 # ----------------------------------------------------------------------------------------------
 if HAS_TRITON:
 
@@ -77,6 +80,60 @@ if HAS_TRITON:
         acc += tl.load(c_ptrs, mask=mask, other=0.0)
         tl.store(c_ptrs, acc, mask=mask)
 
+    @triton.jit
+    def _ce_inplace_kernel(
+        logits_ptr,  # [rows, C] one chunk of logits, contiguous; overwritten by dlogits (WRITE_GRAD)
+        target_ptr,  # [rows] int64 class indices
+        loss_ptr,  # [rows] fp32 per-row loss out (0 on ignored rows)
+        scale_ptr,  # 0-d fp32: dlogits = (softmax - onehot) * scale (1 / count or 1)
+        C,  # number of classes
+        stride_lm,  # row stride of logits
+        stride_tn,  # stride of target
+        ignore_index,  # target value whose row is skipped (loss 0, dlogits 0)
+        WRITE_GRAD: tl.constexpr,  # also write dlogits over the logits
+        BLOCK: tl.constexpr,  # classes per step
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        l_row = logits_ptr + row * stride_lm
+        t = tl.load(target_ptr + row * stride_tn)
+        valid = t != ignore_index
+        cols = tl.arange(0, BLOCK)
+        c_read = tl.where(valid, C, 0)  # ignored rows are not read
+        m = float("-inf")  # running max
+        s = 0.0  # running sum of exp(x - m)
+        for start in range(0, c_read, BLOCK):  # pass 1: online max / sum-exp
+            c = start + cols
+            x = tl.load(l_row + c, mask=c < C, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, tl.max(x, axis=0))
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+            m = m_new
+        log_s = tl.log(tl.where(valid, s, 1.0))
+        in_range = (t >= 0) & (t < C)  # else NaN: targets are checked on the CPU only
+        x_t = tl.load(l_row + t, mask=valid & in_range, other=0.0).to(tl.float32)
+        loss = tl.where(in_range, (m - x_t) + log_s, float("nan"))  # not lse - x_t: no rounding of lse
+        tl.store(loss_ptr + row, tl.where(valid, loss, 0.0))
+        if WRITE_GRAD:  # pass 2: dlogits over the logits, each element read before it is written
+            lse = tl.where(valid, m + log_s, 0.0)
+            g = tl.where(valid, tl.load(scale_ptr), 0.0)
+            for start in range(0, C, BLOCK):
+                c = start + cols
+                x = tl.load(l_row + c, mask=c < c_read, other=float("-inf")).to(tl.float32)
+                d = (tl.exp(x - lse) - tl.where(c == t, 1.0, 0.0)) * g
+                tl.store(l_row + c, d.to(logits_ptr.dtype.element_ty), mask=c < C)
+
+    def _prune_blocks(configs, nargs, **kwargs):
+        """Small vocabularies: keep only blocks no wider than the next power of two >= C."""
+        cap = max(1024, triton.next_power_of_2(nargs["C"]))
+        return [c for c in configs if c.kwargs["BLOCK"] <= cap]
+
+    # Blocks of classes, warps, stages; keyed on C only. restore_value: tuning runs the kernel
+    # several times, and each run overwrites its input.
+    _ce_inplace_tuned = triton.autotune(
+        [triton.Config({"BLOCK": b}, num_warps=w, num_stages=st)
+         for b, w, st in [(1024, 4, 2), (2048, 8, 2), (4096, 8, 3), (4096, 16, 2), (8192, 16, 2)]],
+        key=["C"], restore_value=["logits_ptr"], prune_configs_by={"early_config_prune": _prune_blocks},
+    )(_ce_inplace_kernel)
+
     def _config(bm, bn, bk, stages, warps):
         return triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), num_stages=stages, num_warps=warps)
 
@@ -87,7 +144,9 @@ if HAS_TRITON:
          _config(64, 128, 64, 4, 4), _config(128, 64, 32, 4, 4), _config(64, 64, 32, 5, 2)],
         key=["M_KEY", "N_KEY", "K_KEY"], restore_value=["c_ptr"])(_gemm_acc_kernel)
 
-_INTERPRET_META = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)  # one small config, interpreted
+# under the interpreter: one small config each (C > 32 takes several steps of the online sum)
+_INTERPRET_META = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
+_INTERPRET_BLOCK = 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,11 +190,25 @@ def _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows):
 
 
 def default_chunk_rows(n: int, d: int, v: int) -> int:
-    """Liger's rule: the next power of two >= n / ceil(v / d) rows, so that a chunk of logits
-    [rows, v] is about the size of x [n, d]; never more than n (and at least 1)."""
+    """Rows per chunk: Liger's rule, the next power of two >= n / ceil(v / d), so that a chunk of
+    logits [rows, v] is about the size of x [n, d] -- but never fewer than d rows, so a chunk may
+    grow to the size of W: the fp32 dW accumulator (2 W) is alive anyway, and at GPT-2's head
+    (n 8192, d 768, v 50257) Liger's 128 rows make 64 chunks of ~5 launches whose Python launch
+    cost would exceed their GPU time (1024 rows: 8 chunks). At most n rows (at least 1), and
+    rows * v < 2**31 (the kernels' int32 offsets)."""
     per_row = -(-v // d)  # ceil(v / d): logits per row over x per row
-    rows = 1 << max(0, (-(-n // per_row) - 1).bit_length())
-    return max(1, min(rows, n))
+    rows = 1 << max(0, (max(-(-n // per_row), d) - 1).bit_length())
+    return max(1, min(rows, n, _MAX_CHUNK_ELEMS // v))
+
+
+def _ce_inplace(logits, target, loss, scale, ignore_index, write_grad):
+    """Per-row loss into `loss`; with write_grad, dlogits * scale over `logits` (in place)."""
+    rows, c = logits.shape
+    args = (logits, target, loss, scale, c, logits.stride(0), target.stride(0), ignore_index)
+    if interpreting():
+        _ce_inplace_kernel[(rows,)](*args, WRITE_GRAD=write_grad, BLOCK=_INTERPRET_BLOCK)
+    else:
+        _ce_inplace_tuned[(rows,)](*args, WRITE_GRAD=write_grad)
 
 
 def _gemm_acc(a, b, c):
@@ -165,13 +238,12 @@ def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-
     x2 = x.reshape(-1, d)
     t1 = target.reshape(-1)
     n = x2.shape[0]
-    rows = default_chunk_rows(n, d, v) if chunk_rows is None else max(1, min(chunk_rows, n))
+    rows = default_chunk_rows(n, d, v) if chunk_rows is None else max(1, min(chunk_rows, n, _MAX_CHUNK_ELEMS // v))
     need_bias = need_bias and bias is not None
     grads = need_x or need_weight or need_bias
     dev, f32 = x.device, torch.float32
     logits = torch.empty(rows, v, device=dev, dtype=x.dtype)  # the one chunk buffer, reused
     loss_rows = torch.empty(n, device=dev, dtype=f32)
-    lse = torch.empty(rows, device=dev, dtype=f32)
     count = (t1 != ignore_index).sum().to(f32)  # on the device: no host sync
     scale = 1.0 / count if reduction == "mean" else torch.ones((), device=dev, dtype=f32)
     dx = torch.empty(n, d, device=dev, dtype=x.dtype) if need_x else None
@@ -180,12 +252,11 @@ def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-
     w_t = weight.t()  # [D, V] view: the logits GEMM reads W through swapped strides
     for s in range(0, n, rows):
         e = min(s + rows, n)
-        xc, tc, lc, lse_c = x2[s:e], t1[s:e], logits[:e - s], lse[:e - s]
+        xc, tc, lc = x2[s:e], t1[s:e], logits[:e - s]
         matmul_forward(xc, w_t, bias, out=lc)  # logits of the chunk
-        cross_entropy_fwd(lc, tc, ignore_index, out=(loss_rows[s:e], lse_c))
+        _ce_inplace(lc, tc, loss_rows[s:e], scale, ignore_index, grads)  # loss, dlogits in place
         if not grads:
             continue
-        cross_entropy_bwd(lc, tc, lse_c, scale, ignore_index, out=lc)  # dlogits, in place
         if need_x:
             matmul_forward(lc, weight, out=dx[s:e])  # dx_c = dlogits @ W
         if need_weight:
@@ -243,8 +314,8 @@ def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index=-100, red
     """F.cross_entropy(F.linear(x, weight, bias), target) without materializing the logits.
 
     x [..., D] float, weight [V, D], bias [V] or None, target [...] int64; reduction "mean"
-    (over non-ignored rows) or "sum"; chunk_rows: rows per chunk (default: logits chunk ~ x's
-    size). Returns a 0-d fp32 loss, differentiable in x, weight and bias.
+    (over non-ignored rows) or "sum"; chunk_rows: rows per chunk (default_chunk_rows: a chunk of
+    logits about the size of x, or of W when that is larger). Returns a 0-d fp32 loss, differentiable in x, weight and bias.
     """
     _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows)
     # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the reference path

@@ -131,12 +131,14 @@ def test_no_grad_gives_the_loss_only():
 
 
 def test_default_chunk_rows():
-    # Liger's rule: next power of two >= n / ceil(v / d), capped at n
-    assert default_chunk_rows(8192, 768, 50257) == 128  # ceil(8192 / 66) = 125 -> 128
-    assert default_chunk_rows(53, 7, 65) == 8  # ceil(53 / 10) = 6 -> 8
-    assert default_chunk_rows(53, 37, 65) == 32  # ceil(53 / 2) = 27 -> 32
+    # Liger's rule, next power of two >= n / ceil(v / d), with a floor of d rows; at most n
+    assert default_chunk_rows(8192, 768, 50257) == 1024  # ceil(8192 / 66) = 125 < d = 768 -> 1024
+    assert default_chunk_rows(2**20, 768, 50257) == 16384  # ceil(2**20 / 66) = 15888 -> 16384
+    assert default_chunk_rows(53, 7, 65) == 8  # ceil(53 / 10) = 6 < d = 7 -> 8
+    assert default_chunk_rows(53, 37, 65) == 53  # ceil(53 / 2) = 27 < d = 37 -> 64, capped at n
     assert default_chunk_rows(5, 64, 10) == 5  # v < d: one chunk of every row
     assert default_chunk_rows(0, 7, 65) == 1
+    assert default_chunk_rows(2**20, 8192, 256000) == (2**31 - 1) // 256000  # int32 offsets
 
 
 # ---- memory: no tensor of N x V elements, every allocated buffer written ----------------------
@@ -246,6 +248,8 @@ def test_cuda_peak_memory_is_bounded_by_the_chunk():
     x, w, t, _ = _inputs(n, d, v, torch.bfloat16)
     x.requires_grad_()
     w.requires_grad_()
+    linear_cross_entropy(x, w, t).backward()  # autotuning (it copies dW to restore it) done here
+    x.grad = w.grad = None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
