@@ -23,7 +23,11 @@ so a chunk's logits take about as much memory as x, or as W when that is larger 
 default_chunk_rows). Rows whose target is ignore_index contribute nothing; "mean"
 divides by the number of the others (NaN when there are none, as in PyTorch). The loss is
 fp32 (fp64 in the float64 reference). Backward only multiplies the saved dx, dW, db by the
-incoming scalar gradient. Peak extra memory: one [rows, V] chunk, dx, an fp32 dW (and db).
+incoming scalar gradient. Peak extra memory: one [rows, V] chunk, dx, an fp32 dW (and db);
+the chunk is freed before dW is cast to W's dtype.
+Targets outside [0, V) (other than ignore_index) raise ValueError on the CPU; on a GPU they are
+not checked (no host sync) and give a NaN loss. The interpreter's tl.dot has no bf16: CPU bf16
+inputs take the reference path (CUDA bf16 runs the kernels).
 """
 from __future__ import annotations
 
@@ -227,6 +231,25 @@ def _gemm_acc(a, b, c):
         _gemm_acc_tuned[grid](*args, PRECISION=_precision(a.dtype))
 
 
+def _run_chunks(x2, t1, weight, bias, rows, ignore_index, loss_rows, dx, dw, db):
+    """The chunk loop: per-row losses into loss_rows; dlogits-based sums into dx (rows written),
+    dw and db (fp32, added to) where they are not None. The chunk buffer is freed on return."""
+    grads = dx is not None or dw is not None or db is not None
+    logits = torch.empty(rows, weight.shape[0], device=x2.device, dtype=x2.dtype)  # reused
+    w_t = weight.t()  # [D, V] view: the logits GEMM reads W through swapped strides
+    for s in range(0, x2.shape[0], rows):
+        e = min(s + rows, x2.shape[0])
+        xc, tc, lc = x2[s:e], t1[s:e], logits[:e - s]
+        matmul_forward(xc, w_t, bias, out=lc)  # logits of the chunk
+        _ce_inplace(lc, tc, loss_rows[s:e], ignore_index, grads)  # loss, dlogits in place
+        if dx is not None:
+            matmul_forward(lc, weight, out=dx[s:e])  # dx_c = dlogits @ W
+        if dw is not None:
+            _gemm_acc(lc.t(), xc, dw)  # dW += dlogits^T @ x_c, fp32
+        if db is not None:
+            db += lc.sum(0, dtype=torch.float32)
+
+
 def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-100, reduction="mean",
                                  chunk_rows=None, need_x=True, need_weight=True, need_bias=True):
     """Launch the chunked forward. Returns (loss, dx, dW, db): loss a 0-d fp32 tensor; dx (x's
@@ -239,29 +262,13 @@ def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-
     t1 = target.reshape(-1)
     n = x2.shape[0]
     rows = default_chunk_rows(n, d, v) if chunk_rows is None else max(1, min(chunk_rows, n, _MAX_CHUNK_ELEMS // v))
-    need_bias = need_bias and bias is not None
-    grads = need_x or need_weight or need_bias
     dev, f32 = x.device, torch.float32
-    logits = torch.empty(rows, v, device=dev, dtype=x.dtype)  # the one chunk buffer, reused
     loss_rows = torch.empty(n, device=dev, dtype=f32)
-    count = (t1 != ignore_index).sum().to(f32)  # on the device: no host sync
     dx = torch.empty(n, d, device=dev, dtype=x.dtype) if need_x else None
     dw = torch.zeros(v, d, device=dev, dtype=f32) if need_weight else None
-    db = torch.zeros(v, device=dev, dtype=f32) if need_bias else None
-    w_t = weight.t()  # [D, V] view: the logits GEMM reads W through swapped strides
-    for s in range(0, n, rows):
-        e = min(s + rows, n)
-        xc, tc, lc = x2[s:e], t1[s:e], logits[:e - s]
-        matmul_forward(xc, w_t, bias, out=lc)  # logits of the chunk
-        _ce_inplace(lc, tc, loss_rows[s:e], ignore_index, grads)  # loss, dlogits in place
-        if not grads:
-            continue
-        if need_x:
-            matmul_forward(lc, weight, out=dx[s:e])  # dx_c = dlogits @ W
-        if need_weight:
-            _gemm_acc(lc.t(), xc, dw)  # dW += dlogits^T @ x_c, fp32
-        if need_bias:
-            db += lc.sum(0, dtype=f32)
+    db = torch.zeros(v, device=dev, dtype=f32) if need_bias and bias is not None else None
+    _run_chunks(x2, t1, weight, bias, rows, ignore_index, loss_rows, dx, dw, db)
+    count = (t1 != ignore_index).sum().to(f32)  # on the device: no host sync
     loss = loss_rows.sum()
     if reduction == "mean":  # 1 / count applied to the results: fp16 dlogits / count would underflow
         loss = loss / count  # 0 / 0 = nan when every row is ignored, as in PyTorch
@@ -269,8 +276,8 @@ def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-
         for g in (dx, dw, db):
             if g is not None:
                 g.mul_(scale)
-    return (loss, dx.view(x.shape) if need_x else None,
-            dw.to(weight.dtype) if need_weight else None, db.to(bias.dtype) if need_bias else None)
+    return (loss, dx.view(x.shape) if dx is not None else None,
+            dw.to(weight.dtype) if dw is not None else None, db.to(bias.dtype) if db is not None else None)
 
 
 # ----------------------------------------------------------------------------------------------
