@@ -109,7 +109,8 @@ def main(argv=None) -> int:
 
     gpu = torch.cuda.get_device_name()
     print(f"# {gpu}, torch {torch.__version__}, bf16, loss forward + backward to x and W")
-    header = f"{'shape':<34}{'line':<26}{'ms':>9}{'TFLOP/s':>9}{'peak MiB':>10}{'time vs eager':>15}{'mem vs eager':>14}"
+    header = (f"{'shape':<34}{'line':<26}{'ms':>9}{'TFLOP/s':>9}{'peak MiB':>10}"
+              f"{'time vs eager':>15}{'mem vs eager':>14}")
     print(header)
     print("-" * len(header))
     results = []

@@ -261,7 +261,10 @@ def linear_cross_entropy_forward(x, weight, target, bias=None, *, ignore_index=-
     x2 = x.reshape(-1, d)
     t1 = target.reshape(-1)
     n = x2.shape[0]
-    rows = default_chunk_rows(n, d, v) if chunk_rows is None else max(1, min(chunk_rows, n, _MAX_CHUNK_ELEMS // v))
+    if chunk_rows is None:
+        rows = default_chunk_rows(n, d, v)
+    else:
+        rows = max(1, min(chunk_rows, n, _MAX_CHUNK_ELEMS // v))
     dev, f32 = x.device, torch.float32
     loss_rows = torch.empty(n, device=dev, dtype=f32)
     dx = torch.empty(n, d, device=dev, dtype=x.dtype) if need_x else None
@@ -329,7 +332,8 @@ def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index=-100, red
     """
     _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows)
     # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the reference path
-    if not use_triton(x, weight, target, bias) or (x.dtype == torch.bfloat16 and not x.is_cuda):
+    cpu_bf16 = x.dtype == torch.bfloat16 and not x.is_cuda
+    if cpu_bf16 or not use_triton(x, weight, target, bias):
         return linear_cross_entropy_reference(x, weight, target, bias, ignore_index, reduction)
     tensors = (x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
