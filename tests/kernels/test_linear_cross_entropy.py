@@ -32,13 +32,15 @@ NAMES = ("x", "weight", "bias")
 
 
 def _inputs(n, d, v, dtype=torch.float32, bias=True, ignored=0.25, ignore_index=-100, device=DEVICE):
-    """Fresh x [n, d], W [v, d] scaled so logits are O(2), bias, targets with ~`ignored` ignored."""
+    """Fresh x [n, d], W [v, d] scaled so logits are O(2), bias, targets with ~`ignored` ignored
+    (never row 0)."""
     x = torch.randn(n, d, device=device).to(dtype)
     w = (torch.randn(v, d, device=device) * 2 / math.sqrt(d)).to(dtype)
     b = torch.randn(v, device=device).to(dtype) if bias else None
     t = torch.randint(0, v, (n,), device=device)
-    t = torch.where(torch.rand(n, device=device) < ignored, torch.full_like(t, ignore_index), t)
-    return x, w, t, b
+    keep = torch.rand(n, device=device) >= ignored
+    keep[:1] = True  # one row counted at least: an all-ignored mean is NaN (test_all_ignored)
+    return x, w, torch.where(keep, t, torch.full_like(t, ignore_index)), b
 
 
 def _check(x, w, t, b=None, reduction="mean", tol=TOL[torch.float32], grad_of=NAMES, **kw):
