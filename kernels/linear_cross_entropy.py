@@ -328,7 +328,8 @@ def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index=-100, red
 
     x [..., D] float, weight [V, D], bias [V] or None, target [...] int64; reduction "mean"
     (over non-ignored rows) or "sum"; chunk_rows: rows per chunk (default_chunk_rows: a chunk of
-    logits about the size of x, or of W when that is larger). Returns a 0-d fp32 loss, differentiable in x, weight and bias.
+    logits about the size of x, or of W when that is larger). Returns a 0-d fp32 loss,
+    differentiable in x, weight and bias.
     """
     _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows)
     # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the reference path
