@@ -15,6 +15,7 @@ from __future__ import annotations
 from .attention import attention, attention_reference
 from .conv2d import conv2d, conv2d_reference
 from .cross_entropy import cross_entropy, cross_entropy_reference
+from .linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_reference
 from .matmul import matmul, matmul_reference
 from .norms import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
 from .softmax import log_softmax, log_softmax_reference, softmax, softmax_reference
@@ -23,6 +24,7 @@ __all__ = [
     "attention", "attention_reference",
     "conv2d", "conv2d_reference",
     "cross_entropy", "cross_entropy_reference",
+    "linear_cross_entropy", "linear_cross_entropy_reference",
     "layer_norm", "layer_norm_reference", "rms_norm", "rms_norm_reference",
     "log_softmax", "log_softmax_reference", "softmax", "softmax_reference",
     "matmul", "matmul_reference",
