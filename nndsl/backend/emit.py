@@ -37,6 +37,7 @@ class Forward:
     source: str
     consts: tuple
     line_spans: list[Optional[Span]] = field(default_factory=list)  # line number - 1 -> source span
+    line_nodes: list[Optional[int]] = field(default_factory=list)  # line number - 1 -> index of the IR node it computes
 
 
 class _Names:
@@ -61,40 +62,41 @@ def generate_forward(g: Graph, backend: str = "torch") -> Forward:
     """The source of ``forward`` for graph ``g``, lowered with ``backend``'s table, checked by ``safety``."""
     names = _Names(g)
     consts: list[Any] = []
-    lines: list[tuple[str, Optional[Span]]] = []
+    lines: list[tuple[str, Optional[Span], Optional[int]]] = []  # (code, span, IR node index)
     args = [names.define(v) for v in g.inputs]
     for v in g.inputs:
         pattern = tuple(d if D.is_static(d) else None for d in v.type.shape)
         consts.append((v.name, pattern, str(v.type)))
-        lines.append((f"rt.check_input({names[v]}, K[{len(consts) - 1}])", None))
+        lines.append((f"rt.check_input({names[v]}, K[{len(consts) - 1}])", None, None))
     bindings = _dim_bindings(g, names)
     if g.params:
         ps = list(names.params.values())
         rows = [", ".join(ps[i:i + 16]) for i in range(0, len(ps), 16)]
-        lines.append(("(" + ",\n     ".join(rows) + ",) = rt.params(self)", None))
+        lines.append(("(" + ",\n     ".join(rows) + ",) = rt.params(self)", None, None))
     last = _last_uses(g)
     keep = {v.id for v in g.outputs}
     unused_inputs = [names[v] for v in g.inputs if v.id not in last and v.id not in keep]
     if unused_inputs:
-        lines.append((f"del {', '.join(unused_inputs)}", None))
+        lines.append((f"del {', '.join(unused_inputs)}", None, None))
     for i, n in enumerate(g.nodes):
         if n.op == "param":
             _bind_param(n, names)
             continue
-        lines.append((_emit_node(n, names, consts, backend), n.span))
+        lines.append((_emit_node(n, names, consts, backend), n.span, i))
         dead = [v for v in n.inputs if last.get(v.id) == i and v.id not in keep and v.id in names.of]
         dead += [v for v in n.outputs if v.id not in last and v.id not in keep]
         dead_names = list(dict.fromkeys(names[v] for v in dead if not names[v].startswith("p")))
         if dead_names:
-            lines.append((f"del {', '.join(dead_names)}", n.span))
-    lines.append((f"return {', '.join(names[v] for v in g.outputs) or 'None'}", None))
+            lines.append((f"del {', '.join(dead_names)}", n.span, None))
+    lines.append((f"return {', '.join(names[v] for v in g.outputs) or 'None'}", None, None))
     # bind the dims the body reads, after the input checks
-    body = "\n".join(ln for ln, _ in lines)
-    used = [(b, None) for sym, b in bindings.items() if re.search(rf"\b{names.dims[sym]}\b", body)]
+    body = "\n".join(ln for ln, _, _ in lines)
+    used = [(b, None, None) for sym, b in bindings.items() if re.search(rf"\b{names.dims[sym]}\b", body)]
     lines[len(g.inputs):len(g.inputs)] = used
-    src = f"def forward(self{''.join(', ' + a for a in args)}):\n" + "".join(f"    {ln}\n" for ln, _ in lines)
+    src = f"def forward(self{''.join(', ' + a for a in args)}):\n" + "".join(f"    {ln}\n" for ln, _, _ in lines)
     safety.check(src)
-    return Forward(src, tuple(consts), [None] + [span for ln, span in lines for _ in ln.split("\n")])
+    return Forward(src, tuple(consts), [None] + [span for ln, span, _ in lines for _ in ln.split("\n")],
+                   [None] + [node for ln, _, node in lines for _ in ln.split("\n")])
 
 
 def _dim_bindings(g: Graph, names: _Names) -> dict[str, str]:

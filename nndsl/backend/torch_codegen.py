@@ -104,7 +104,7 @@ def lower_backends(graphs: dict[str, Graph], meta: Optional[dict] = None, *, out
         graph=base, input_names=[v.name for v in base.inputs], nndsl_meta=dict(meta or {}),
         output_is_probs=bool(output_is_probs), nndsl_line_spans=fwds["torch"].line_spans, _nndsl_slots=slots,
         nndsl_backend=backend if len(fwds) > 1 else "torch", nndsl_graphs=dict(graphs),
-        nndsl_sources={k: f.source for k, f in fwds.items()}, nndsl_lines={k: f.line_spans for k, f in fwds.items()})
+        nndsl_sources={k: f.source for k, f in fwds.items()}, nndsl_lines={k: (f.line_spans, f.line_nodes) for k, f in fwds.items()})
     return module
 
 
