@@ -16,9 +16,9 @@ from .pattern import O, Rule, V, num_eq
 from .result import PassResult
 
 
-def _same_type(m, keep: str = "x") -> Optional[Value]:
-    """The captured value when it has exactly the root's type (an identity), else None."""
-    x = m[keep]
+def _same_type(ed, m) -> Optional[Value]:
+    """The captured ``x`` when it has exactly the root's type (an identity), else None."""
+    x = m["x"]
     return x if x.type.same_as(m.root.outputs[0].type) else None
 
 

@@ -66,8 +66,8 @@ def _spans(m: Match) -> tuple:
     return tuple(dict.fromkeys(s for n in m.nodes for s in (n.covers or (n.span,)) if s is not None))
 
 
-def _try(ed: Editor, rule: Rule, node: Node) -> tuple[Optional[Value], Optional[tuple[Match, Reject]]]:
-    """Apply ``rule`` at ``node``: (the replacement value, or None, and the first rejection seen).
+def _try(ed: Editor, rule: Rule, node: Node) -> tuple[Optional[tuple[Value, Match]], Optional[tuple[Match, Reject]]]:
+    """Apply ``rule`` at ``node``: ((the replacement value, its match) or None, the first rejection seen).
 
     A rewrite edits the graph only when it returns a value (None and Reject leave it untouched).
     """
@@ -77,7 +77,7 @@ def _try(ed: Editor, rule: Rule, node: Node) -> tuple[Optional[Value], Optional[
         if isinstance(r, Reject):
             rejected = rejected or (m, r)
         elif r is not None:
-            return r, None
+            return (r, m), None
         # None: this binding does not apply; a commutative op may match the other way round
     return None, rejected
 
@@ -101,8 +101,9 @@ def apply_rules(g: Graph, rules: Sequence[Rule], pass_name: str, *, max_rounds: 
                         rejects.setdefault((id(node), rule.name), (node, *rejected, rule))
                     continue
                 _spend(rule)
-                ed.replace_all_uses(node.outputs[0], new)
-                ed.erase_dead([node])
+                value, m = new
+                ed.replace_all_uses(node.outputs[0], value)
+                ed.erase_dead(m.nodes)
                 progress = changed = True
                 break
         if not progress:
