@@ -93,8 +93,16 @@ def _epilogue_emit(e: EmitCtx, base: str) -> str:
     return z
 
 
-op("fused_linear", emit=lambda e: _epilogue_emit(e, "linear"))(lambda c: _epilogue_infer(c, "linear"))
-op("fused_matmul", emit=lambda e: _epilogue_emit(e, "matmul"))(lambda c: _epilogue_infer(c, "matmul"))
+@op("fused_linear", emit=lambda e: _epilogue_emit(e, "linear"))
+def _fused_linear(c: InferCtx) -> TensorType:
+    """linear(x, w, [bias]) -> activation -> dropout (p, while training) -> + residual, as one kernel."""
+    return _epilogue_infer(c, "linear")
+
+
+@op("fused_matmul", emit=lambda e: _epilogue_emit(e, "matmul"))
+def _fused_matmul(c: InferCtx) -> TensorType:
+    """a @ b (+ bias[N]) -> activation -> dropout (p, while training) -> + residual, as one kernel."""
+    return _epilogue_infer(c, "matmul")
 
 
 # ------------------------------------------------------------------------------------ convolution
