@@ -86,3 +86,9 @@ def test_unfuse_refuses_an_unfused_node():
     g = graph(SRC)
     with pytest.raises(NndslLoweringError, match="not a fused node"):
         unfuse(g, g.nodes[0])
+
+
+def test_the_printer_shows_the_lines_a_fused_node_covers():
+    g = run_passes(graph(EXAMPLES / "gpt_shakespeare.nn", **GPT), "triton")
+    line = next(ln for ln in str(g).splitlines() if "fused_linear(" in ln and "residual=True" in ln)
+    assert line.endswith("covers 14:12,14:20,23:9"), line
