@@ -48,3 +48,13 @@ def test_spellings_are_raised_claimed_and_exact(model):
     kernel = next(k for prefix, k in KERNEL.items() if model.startswith(prefix))
     # the whole spelling became the one kernel op: nothing else computes
     assert ops(fused) == {kernel: 1}, f"{model}: expected only {kernel}, got {dict(ops(fused))}"
+
+
+def test_train_mode_with_dropout_draws_the_same_masks():
+    """Dropout fused into matmul epilogues and flash attention runs in the same order as before, so
+    under the same seed the fused graph draws the very same masks (fusion never moves a dropout)."""
+    hp = {"L": 2, "heads": 2, "D": 32, "ctx": 16, "dropout": 0.3}
+    _, fused = assert_same_numbers(EXAMPLES / "gpt_shakespeare.nn", sizes={"B": 2, "T": 16}, int_high=65, hp=hp,
+                                   train=True)
+    assert ops(fused)["flash_attention"] == 2 and all(
+        n.attrs["dropout"] == 0.3 for n in fused.nodes if n.op == "fused_linear" and n.attrs["residual"])
