@@ -134,6 +134,12 @@ class Editor:
         missing = [v for v in outputs if v.id not in vmap]
         if missing:
             raise NndslLoweringError(f"region output {missing[0]!r} is not computed by the region")
+        known = {v.id for v in placeholders} | {v.id for n in out_nodes for v in n.outputs} | \
+            {v.id for v in self.g.inputs}
+        for n in out_nodes:  # a region reads its placeholders (and graph inputs) only: it must stay valid
+            stray = [v for v in n.inputs if v.id not in known]
+            if stray:
+                raise NndslLoweringError(f"a region's {n.op} reads {stray[0]!r}, which is not among its inputs", n.span)
         return Region(placeholders, out_nodes, [vmap[v.id] for v in outputs])
 
     def fuse(self, root: Node, nodes: Sequence[Node], op: str, inputs: Sequence[Value], attrs: dict[str, Any]) -> Node:

@@ -54,6 +54,9 @@ def test_clone_region_is_detached_and_reads_placeholders():
     assert region.nodes[0].inputs == region.inputs and region.inputs[0] is not g.inputs[0]
     assert not set(map(id, region.nodes)) & set(map(id, g.nodes))
     assert region.outputs[0] is region.nodes[-1].out
+    relu, tanh, add = g.nodes
+    with pytest.raises(NndslLoweringError, match="not among its inputs"):
+        ed.clone_region([tanh, add], [], g.outputs)  # h is read but not handed in
 
 
 GPT = dict(L=2, heads=2, D=32, ctx=16)
