@@ -109,10 +109,14 @@ def _affine(op: str):
 
 
 # -------------------------------------------------------------------------------------- attention
-def _peel_scale(ed, v: Value, nodes: list[Node]) -> tuple[Value, object]:
-    """Strip single-use ``* c`` / ``/ c`` from ``v``: (the base value, the product of the factors)."""
+def _peel_scale(ed, v: Value, nodes: list[Node], interior: bool = False) -> tuple[Value, object]:
+    """Strip ``* c`` / ``/ c`` from ``v``: (the base value, the product of the factors).
+
+    On q and k only single-use scales are taken (a shared ``q * c`` simply stays the query); on the
+    scores (``interior``) every scale is, and ``_fuse`` refuses if one is read elsewhere.
+    """
     f = sympy.Integer(1)
-    while v.producer is not None and v.producer.op in ("mul_s", "div_s") and ed.single_use(v) \
+    while v.producer is not None and v.producer.op in ("mul_s", "div_s") and (interior or ed.single_use(v)) \
             and v.type.is_float:
         c = sympy.sympify(v.producer.attrs["value"])
         f = f * c if v.producer.op == "mul_s" else f / c
@@ -123,7 +127,7 @@ def _peel_scale(ed, v: Value, nodes: list[Node]) -> tuple[Value, object]:
 
 def _scores(ed, s: Value, nodes: list[Node]) -> Optional[tuple[Value, Value, object]]:
     """``q' @ k'ᵀ`` with scales peeled off every side: (q, k, scale), or None when s is not that."""
-    base, c = _peel_scale(ed, s, nodes)
+    base, c = _peel_scale(ed, s, nodes, interior=True)
     mm = base.producer
     if mm is None or mm.op != "matmul":
         return None
@@ -176,6 +180,10 @@ def _attention(ed, m):
     if isinstance(scale, Reject):
         return scale
     m.take(*nodes)
+    esc = ed.escaping(m.nodes, m.root)
+    if esc is not None:
+        return Reject("the attention weights (softmax) are used elsewhere" if esc.op == "softmax"
+                      else "the attention scores are used elsewhere")
     return _fuse(ed, m, "attention", [q, k, v], {"causal": causal, "scale": scale, "dropout": 0.0})
 
 
