@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..ir import dims as D
 from ..ir.graph import Graph, Node, Value
 from ..ops.fused import CONV_ACTIVATIONS
 from ..ops.meta import RANDOM, effects
@@ -88,7 +89,7 @@ def _bias(ed, m):
     out = m["z"].type
     if ep.bias is not None or ep.activation != "none" or ep.dropout > 0 or ep.residual is not None:
         return None
-    if b.type.rank != 1 or out.rank < 2 or b.type.dtype != out.dtype or b.type.shape[0] != out.shape[-1] \
+    if b.type.rank != 1 or out.rank < 2 or b.type.dtype != out.dtype or not D.equal(b.type.shape[0], out.shape[-1]) \
             or not ed.single_use(m["z"]):
         return None
     ep.bias = b
@@ -138,8 +139,8 @@ def _conv(ed, m):
 
 
 RULES = [
-    # matmul + bias vector -> fused matmul with bias (linear carries its bias already)
-    Rule("matmul + bias", O.add(O("matmul|fused_matmul").named("z"), V("bias")), _bias),
+    # matmul (or linear without bias) + bias vector -> fused matmul with bias
+    Rule("matmul + bias", O.add(O(BASES).named("z"), V("bias")), _bias),
     # linear/matmul [+ bias] + activation -> fused matmul with the activation
     Rule("linear + activation", O(ACTS, O(BASES).named("z")), _activation),
     # linear/matmul [+ bias + activation] + dropout -> fused matmul with dropout

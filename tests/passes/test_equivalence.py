@@ -58,3 +58,22 @@ def test_train_mode_with_dropout_draws_the_same_masks():
                                    train=True)
     assert ops(fused)["flash_attention"] == 2 and all(
         n.attrs["dropout"] == 0.3 for n in fused.nodes if n.op == "fused_linear" and n.attrs["residual"])
+
+
+EPILOGUES = {
+    "linear+gelu_tanh+dropout+residual": ("x + dropout(gelu(linear(x, 8), approximate=\"tanh\"), 0.1)", "fused_linear"),
+    "matmul+bias+relu": ("relu(x @ w + b)", "fused_matmul"),
+    "linear+bias+tanh": ("tanh(linear(x, 8, bias=false) + b)", "fused_linear"),
+    "matmul+sigmoid+residual": ("x + sigmoid(x @ w)", "fused_matmul"),
+    "linear+silu": ("silu(linear(x, 8))", "fused_linear"),
+}
+EPILOGUE_SRC = """model M(x: f32[B, T, N], w: f32[N, N], b: f32[N], N: int = 8) -> f32[B, T, N] {
+    return %s
+}"""
+
+
+@pytest.mark.parametrize("case", EPILOGUES)
+def test_fused_epilogues_are_exact(case):
+    expr, fused_op = EPILOGUES[case]
+    _, fused = assert_same_numbers(EPILOGUE_SRC % expr, sizes={"B": 2, "T": 3})
+    assert ops(fused) == {fused_op: 1}, dict(ops(fused))

@@ -94,6 +94,13 @@ def test_fuses_matmul_bias_relu():
     assert n.inputs == [g.inputs[0], g.inputs[1], g.inputs[2]]
 
 
+def test_fuses_a_bias_added_after_a_linear_without_one():
+    g = mlp("return tanh(linear(x, 8, bias=false) + b)")
+    (n,) = [n for n in g.nodes if n.op != "param"]
+    assert n.op == "fused_linear" and n.attrs["bias"] and n.attrs["activation"] == "tanh"
+    assert n.inputs[2] is g.inputs[2]
+
+
 def test_leaves_a_pre_activation_value_used_elsewhere():
     g = mlp("z = x @ w\n    return relu(z) + z")
     assert ops(g)["relu"] == 1 and "pre-activation value used elsewhere" in reasons(g)
