@@ -13,6 +13,11 @@ Backward (recomputation, no atomics, deterministic):
                       Pᵀ = exp2((K Qᵀ·s - lse)·log2e); dV += Pᵀ dO; dSᵀ = Pᵀ(V dOᵀ - delta); dK += s·dSᵀ Q
   3. _attn_bwd_dq     one program per query block walks the key blocks and recomputes
                       P; dS = P(dO Vᵀ - delta); dQ += s·dS K
+Dropout on P (DROPOUT constexpr, off at p = 0), as FlashAttention does it: the forward drops entries of
+P after their row sum l (the normalizer is the un-dropped softmax's) and before P V, and scales O by
+1/(1-p); both backward kernels regenerate the same keep bits (`dropout.dropout_keep` on the [B·H·Tq, Tk]
+view of P: counter (key, (b·H + h)·Tq + query), independent of the tiles) and use dV += (P∘Z)ᵀ dO and
+dP = (dO Vᵀ)∘Z with Z = keep/(1-p); delta = rowsum(dO * O) holds unchanged. The mask is never stored.
 Any head dim D in [16, 256] works: tiles are padded to BLOCK_D = next_power_of_2(D) with masks on the
 d axis (compiled out when D is a power of two). Inputs keep their strides (no copies).
 """
@@ -24,14 +29,17 @@ import math
 import torch
 
 from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
+from .dropout import check_dropout, check_index_range, dropout_mask, threshold
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
+
+    from .dropout import dropout_keep
 else:  # pragma: no cover - without Triton the module still imports and only the reference runs
     import types
 
-    triton = types.SimpleNamespace(jit=lambda fn: fn, autotune=lambda **kw: (lambda fn: fn),
+    triton = types.SimpleNamespace(jit=lambda fn=None, **kw: fn if fn is not None else (lambda f: f), autotune=lambda **kw: (lambda fn: fn),
                                    Config=lambda *a, **kw: None)
 
 LOG2E = 1.4426950408889634  # the kernels spell it (and ln 2) as literals: Triton globals must be constexpr
@@ -78,10 +86,15 @@ def _attn_fwd_inner(
     hi,  # end of the key range
     T_K,  # number of keys
     qk_scale,  # scale * log2(e)
+    seed,  # dropout: Philox key
+    drop_threshold,  # dropout: ⌊p·2³¹⌋
+    row0,  # dropout: row of this program's first query in P's [B·H·Tq, Tk] view
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # mask keys after the query
     MASK: tl.constexpr,  # this range holds a ragged or diagonal block: mask it
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D: mask the head dim
+    DROPOUT: tl.constexpr,  # drop entries of P (after the row sum, before P V)
+    BLOCK_M: tl.constexpr,  # queries of the program
     BLOCK_N: tl.constexpr,  # keys per step
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
@@ -100,6 +113,8 @@ def _attn_fwd_inner(
         p = tl.exp2(qk - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
+        if DROPOUT:
+            p = tl.where(dropout_keep(seed, row0, start_n, drop_threshold, BLOCK_M, BLOCK_N), p, 0.0)
         v = _load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd,
                   offs_n[:, None], T_K, offs_d[None, :], HEAD_DIM, MASK, PAD_D)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
@@ -107,7 +122,7 @@ def _attn_fwd_inner(
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "drop_threshold"])
 def _attn_fwd(
     Q,  # queries [B, H, Tq, D]
     K,  # keys [B, H, Tk, D]
@@ -122,10 +137,14 @@ def _attn_fwd(
     T_Q,  # number of queries
     T_K,  # number of keys
     qk_scale,  # scale * log2(e)
+    seed,  # dropout: Philox key
+    drop_threshold,  # dropout: ⌊p·2³¹⌋
+    drop_scale,  # dropout: 1 / (1 - p)
     SEQ_BUCKET,  # autotune key only: next power of two of max(Tq, Tk)
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask (Tq == Tk)
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    DROPOUT: tl.constexpr,  # dropout on P
     BLOCK_M: tl.constexpr,  # queries per program
     BLOCK_N: tl.constexpr,  # keys per step (divides BLOCK_M)
     BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
@@ -137,6 +156,7 @@ def _attn_fwd(
     k_base = K + off_b * stride_kb + off_h * stride_kh
     v_base = V + off_b * stride_vb + off_h * stride_vh
     start_m = pid_m * BLOCK_M
+    row0 = pid_bh * T_Q + start_m  # dropout row of the first query
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd
@@ -148,21 +168,24 @@ def _attn_fwd(
     if CAUSAL:
         # keys [0, start_m) lie wholly below the diagonal; keys past the block are skipped
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
-                                        stride_vd, offs_m, offs_d, 0, start_m, T_K, qk_scale,
-                                        HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+                                        stride_vd, offs_m, offs_d, 0, start_m, T_K, qk_scale, seed, drop_threshold,
+                                        row0, HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
                                         stride_vd, offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, T_K),
-                                        T_K, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+                                        T_K, qk_scale, seed, drop_threshold, row0,
+                                        HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     else:
         full = (T_K // BLOCK_N) * BLOCK_N
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
-                                        stride_vd, offs_m, offs_d, 0, full, T_K, qk_scale,
-                                        HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+                                        stride_vd, offs_m, offs_d, 0, full, T_K, qk_scale, seed, drop_threshold,
+                                        row0, HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_kd, stride_vt,
-                                        stride_vd, offs_m, offs_d, full, T_K, T_K, qk_scale,
-                                        HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+                                        stride_vd, offs_m, offs_d, full, T_K, T_K, qk_scale, seed, drop_threshold,
+                                        row0, HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
 
     acc = acc / l_i[:, None]
+    if DROPOUT:
+        acc = acc * drop_scale
     o_ptrs = O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :] * stride_od
     o_mask = (offs_m[:, None] < T_Q) & (offs_d[None, :] < HEAD_DIM)
     tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=o_mask)
@@ -216,11 +239,18 @@ def _attn_bwd_dkdv_inner(
     hi,  # end of the query range
     T_Q,  # number of queries
     qk_scale,  # scale * log2(e)
+    seed,  # dropout: Philox key
+    drop_threshold,  # dropout: ⌊p·2³¹⌋
+    drop_scale,  # dropout: 1 / (1 - p)
+    row0,  # dropout: row of query 0 of this (b, h) in P's [B·H·Tq, Tk] view
+    start_n,  # dropout: first key of this program
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask
     MASK: tl.constexpr,  # ragged or diagonal range: mask it
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    DROPOUT: tl.constexpr,  # dropout on P
     BLOCK_M: tl.constexpr,  # queries per step
+    BLOCK_N: tl.constexpr,  # keys of the program
 ):
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
@@ -243,14 +273,19 @@ def _attn_bwd_dkdv_inner(
             if CAUSAL:
                 keep = keep & (offs_m[None, :] >= offs_n[:, None])
             pT = tl.where(keep, pT, 0.0)
-        dv = tl.dot(pT.to(do.dtype), do, dv)
         dpT = tl.dot(v, tl.trans(do))
+        if DROPOUT:  # the forward's bits, transposed: counter (key, row0 + query); dV scaled at the store
+            keepT = tl.trans(dropout_keep(seed, row0 + start_m, start_n, drop_threshold, BLOCK_M, BLOCK_N))
+            dv = tl.dot(tl.where(keepT, pT, 0.0).to(do.dtype), do, dv)
+            dpT = tl.where(keepT, dpT * drop_scale, 0.0)
+        else:
+            dv = tl.dot(pT.to(do.dtype), do, dv)
         dsT = pT * (dpT - delta[None, :])
         dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk)
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "drop_threshold"])
 def _attn_bwd_dkdv(
     Q, K, V,  # forward inputs [B, H, T, D]
     DO,  # output gradient [B, H, Tq, D]
@@ -269,10 +304,14 @@ def _attn_bwd_dkdv(
     T_K,  # number of keys
     qk_scale,  # scale * log2(e)
     sm_scale,  # scale
+    seed,  # dropout: Philox key
+    drop_threshold,  # dropout: ⌊p·2³¹⌋
+    drop_scale,  # dropout: 1 / (1 - p)
     SEQ_BUCKET,  # autotune key only
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask (Tq == Tk)
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    DROPOUT: tl.constexpr,  # dropout on P
     BLOCK_M: tl.constexpr,  # queries per step (divides BLOCK_N)
     BLOCK_N: tl.constexpr,  # keys per program
     BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
@@ -292,6 +331,7 @@ def _attn_bwd_dkdv(
     do_base = DO + off_b * stride_gb + off_h * stride_gh
     lse_base = LSE + pid_bh.to(tl.int64) * T_Q
     delta_base = DELTA + pid_bh.to(tl.int64) * T_Q
+    row0 = pid_bh * T_Q
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
 
@@ -300,20 +340,25 @@ def _attn_bwd_dkdv(
         lo_full = start_n + BLOCK_N
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
                                       stride_gt, stride_gd, offs_n, offs_d, start_n, tl.minimum(lo_full, T_Q),
-                                      T_Q, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_M)
+                                      T_Q, qk_scale, seed, drop_threshold, drop_scale, row0, start_n,
+                                      HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     else:
         lo_full = 0
     full = (T_Q // BLOCK_M) * BLOCK_M
     dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
                                   stride_gt, stride_gd, offs_n, offs_d, lo_full, full,
-                                  T_Q, qk_scale, HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_M)
+                                  T_Q, qk_scale, seed, drop_threshold, drop_scale, row0, start_n,
+                                  HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_qd,
                                   stride_gt, stride_gd, offs_n, offs_d, tl.maximum(lo_full, full), T_Q,
-                                  T_Q, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_M)
+                                  T_Q, qk_scale, seed, drop_threshold, drop_scale, row0, start_n,
+                                  HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
 
     mask = (offs_n[:, None] < T_K) & (offs_d[None, :] < HEAD_DIM)
     dk_ptrs = DK + off_b * stride_dkb + off_h * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :] * stride_dkd
     dv_ptrs = DV + off_b * stride_dvb + off_h * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :] * stride_dvd
+    if DROPOUT:
+        dv = dv * drop_scale
     tl.store(dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=mask)
     tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=mask)
 
@@ -335,10 +380,16 @@ def _attn_bwd_dq_inner(
     hi,  # end of the key range
     T_K,  # number of keys
     qk_scale,  # scale * log2(e)
+    seed,  # dropout: Philox key
+    drop_threshold,  # dropout: ⌊p·2³¹⌋
+    drop_scale,  # dropout: 1 / (1 - p)
+    row0,  # dropout: row of this program's first query in P's [B·H·Tq, Tk] view
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask
     MASK: tl.constexpr,  # ragged or diagonal range: mask it
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    DROPOUT: tl.constexpr,  # dropout on P
+    BLOCK_M: tl.constexpr,  # queries of the program
     BLOCK_N: tl.constexpr,  # keys per step
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
@@ -356,12 +407,15 @@ def _attn_bwd_dq_inner(
                 keep = keep & (offs_m[:, None] >= offs_n[None, :])
             p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, vT)
+        if DROPOUT:  # the forward's bits: counter (key, row0 + query)
+            keep = dropout_keep(seed, row0, start_n, drop_threshold, BLOCK_M, BLOCK_N)
+            dp = tl.where(keep, dp * drop_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq)
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "drop_threshold"])
 def _attn_bwd_dq(
     Q, K, V,  # forward inputs [B, H, T, D]
     DO,  # output gradient [B, H, Tq, D]
@@ -378,10 +432,14 @@ def _attn_bwd_dq(
     T_K,  # number of keys
     qk_scale,  # scale * log2(e)
     sm_scale,  # scale
+    seed,  # dropout: Philox key
+    drop_threshold,  # dropout: ⌊p·2³¹⌋
+    drop_scale,  # dropout: 1 / (1 - p)
     SEQ_BUCKET,  # autotune key only
     HEAD_DIM: tl.constexpr,  # true head dim
     CAUSAL: tl.constexpr,  # causal mask (Tq == Tk)
     PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D
+    DROPOUT: tl.constexpr,  # dropout on P
     BLOCK_M: tl.constexpr,  # queries per program
     BLOCK_N: tl.constexpr,  # keys per step (divides BLOCK_M)
     BLOCK_D: tl.constexpr,  # next_power_of_2(HEAD_DIM)
@@ -401,19 +459,24 @@ def _attn_bwd_dq(
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * T_Q + offs_m, mask=offs_m < T_Q, other=0.0)
     k_base = K + off_b * stride_kb + off_h * stride_kh
     v_base = V + off_b * stride_vb + off_h * stride_vh
+    row0 = pid_bh * T_Q + start_m  # dropout row of the first query
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if CAUSAL:
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-                                offs_m, offs_d, 0, start_m, T_K, qk_scale, HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+                                offs_m, offs_d, 0, start_m, T_K, qk_scale, seed, drop_threshold, drop_scale, row0,
+                                HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
                                 offs_m, offs_d, start_m, tl.minimum(start_m + BLOCK_M, T_K), T_K, qk_scale,
-                                HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+                                seed, drop_threshold, drop_scale, row0, HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT,
+                                BLOCK_M, BLOCK_N)
     else:
         full = (T_K // BLOCK_N) * BLOCK_N
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-                                offs_m, offs_d, 0, full, T_K, qk_scale, HEAD_DIM, CAUSAL, False, PAD_D, BLOCK_N)
+                                offs_m, offs_d, 0, full, T_K, qk_scale, seed, drop_threshold, drop_scale, row0,
+                                HEAD_DIM, CAUSAL, False, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
         dq = _attn_bwd_dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_kd, stride_vt, stride_vd,
-                                offs_m, offs_d, full, T_K, T_K, qk_scale, HEAD_DIM, CAUSAL, True, PAD_D, BLOCK_N)
+                                offs_m, offs_d, full, T_K, T_K, qk_scale, seed, drop_threshold, drop_scale, row0,
+                                HEAD_DIM, CAUSAL, True, PAD_D, DROPOUT, BLOCK_M, BLOCK_N)
     dq_ptrs = DQ + off_b * stride_dqb + off_h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :] * stride_dqd
     tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=(offs_m[:, None] < T_Q) & (offs_d[None, :] < HEAD_DIM))
@@ -505,10 +568,20 @@ def _device_of(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _attention_fwd(q, k, v, causal: bool, scale: float, out=None):
-    """Launch the forward. Returns (out [B, H, Tq, D], lse [B*H, Tq] fp32). `out` may be preallocated."""
+def _dropout_args(B: int, H: int, Tq: int, Tk: int, dropout_p: float, seed: int):
+    """(seed, threshold, scale) kernel arguments and the DROPOUT flag, after checking the ranges."""
+    p, seed = check_dropout(dropout_p, seed)
+    if p > 0.0:
+        check_index_range(B * H * Tq, Tk, f"attention probabilities [{B}, {H}, {Tq}, {Tk}]")
+    return (seed, threshold(p), 1.0 / (1.0 - p)), p > 0.0
+
+
+def _attention_fwd(q, k, v, causal: bool, scale: float, out=None, *, dropout_p: float = 0.0, seed: int = 0):
+    """Launch the forward. Returns (out [B, H, Tq, D], lse [B*H, Tq] fp32). `out` may be preallocated.
+    With dropout_p > 0, P is dropped by dropout_mask(seed, (B, H, Tq, Tk), dropout_p)."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
+    drop_args, dropout = _dropout_args(B, H, Tq, Tk, dropout_p, seed)
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
@@ -516,8 +589,8 @@ def _attention_fwd(q, k, v, causal: bool, scale: float, out=None):
     lse = torch.empty((B * H, Tq), device=q.device, dtype=torch.float32)
     block_d = triton.next_power_of_2(D)
     args = (q, k, v, out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-            H, Tq, Tk, scale * LOG2E, triton.next_power_of_2(max(Tq, Tk)))
-    meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, BLOCK_D=block_d)
+            H, Tq, Tk, scale * LOG2E, *drop_args, triton.next_power_of_2(max(Tq, Tk)))
+    meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, DROPOUT=dropout, BLOCK_D=block_d)
     if interpreting():
         _attn_fwd[(triton.cdiv(Tq, _INTERP["BLOCK_M"]), B * H)](*args, **meta, **_INTERP)
     else:
@@ -526,20 +599,23 @@ def _attention_fwd(q, k, v, causal: bool, scale: float, out=None):
 
 
 def _attention_bwd(do, q, k, v, o, lse, causal: bool, scale: float,
-                   need_dq: bool = True, need_dkdv: bool = True, dq=None, dk=None, dv=None):
+                   need_dq: bool = True, need_dkdv: bool = True, dq=None, dk=None, dv=None, *,
+                   dropout_p: float = 0.0, seed: int = 0):
     """Launch the backward: delta, then dK/dV and dQ. Returns (dq, dk, dv); a skipped one is None.
 
-    dq, dk, dv may be preallocated (any strides) — tests pass NaN-filled buffers."""
+    dq, dk, dv may be preallocated (any strides) — tests pass NaN-filled buffers. (dropout_p, seed)
+    must be the forward's: both kernels regenerate its mask."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
+    drop_args, dropout = _dropout_args(B, H, Tq, Tk, dropout_p, seed)
     block_d = triton.next_power_of_2(D)
     interp = interpreting()
     delta = torch.empty((B * H, Tq), device=q.device, dtype=torch.float32)
     bm = 16 if interp else 64
     _attn_bwd_delta[(triton.cdiv(Tq, bm), B * H)](
         o, do, delta, *_strides(o), *_strides(do), H, Tq, HEAD_DIM=D, BLOCK_M=bm, BLOCK_D=block_d)
-    meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, BLOCK_D=block_d)
-    common = (H, Tq, Tk, scale * LOG2E, scale, triton.next_power_of_2(max(Tq, Tk)))
+    meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, DROPOUT=dropout, BLOCK_D=block_d)
+    common = (H, Tq, Tk, scale * LOG2E, scale, *drop_args, triton.next_power_of_2(max(Tq, Tk)))
     if need_dkdv:
         dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
         dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
@@ -563,11 +639,12 @@ def _attention_bwd(do, q, k, v, o, lse, causal: bool, scale: float,
 # ----------------------------------------------------------------------------------------- autograd
 class AttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
+    def forward(ctx, q, k, v, causal, scale, dropout_p, seed):
         with _device_of(q):
-            out, lse = _attention_fwd(q, k, v, causal, scale)
+            out, lse = _attention_fwd(q, k, v, causal, scale, dropout_p=dropout_p, seed=seed)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.causal, ctx.scale = causal, scale
+        ctx.dropout_p, ctx.seed = dropout_p, seed  # the seed, never the mask
         return out
 
     @staticmethod
@@ -576,39 +653,55 @@ class AttentionFunction(torch.autograd.Function):
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         with _device_of(q):
             dq, dk, dv = _attention_bwd(do, q, k, v, out, lse, ctx.causal, ctx.scale,
-                                        need_dq=need_q, need_dkdv=need_k or need_v)
-        return dq, (dk if need_k else None), (dv if need_v else None), None, None
+                                        need_dq=need_q, need_dkdv=need_k or need_v,
+                                        dropout_p=ctx.dropout_p, seed=ctx.seed)
+        return dq, (dk if need_k else None), (dv if need_v else None), None, None, None, None
 
 
 # ---------------------------------------------------------------------------------------- reference
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    """softmax(q kᵀ · scale [+ causal mask]) v in plain PyTorch (fp32 math for half inputs)."""
+                        causal: bool = False, scale: float | None = None, *, dropout_p: float = 0.0,
+                        seed: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """dropout(softmax(q kᵀ · scale [+ causal mask])) v in plain PyTorch (fp32 math for half inputs).
+
+    With dropout_p > 0 the keep mask of the probabilities [B, H, Tq, Tk] is `mask` (bool) or else
+    the kernels' own, dropout_mask(seed, (B, H, Tq, Tk), dropout_p); kept ones scale by 1/(1-p)."""
     _check_shapes(q, k, v, causal)
     scale = _resolve_scale(scale, q.shape[-1])
+    drop_p, seed = check_dropout(dropout_p, seed if mask is None else 0)
     ct = torch.promote_types(q.dtype, torch.float32)
     s = torch.matmul(q.to(ct), k.to(ct).transpose(-2, -1)) * scale
     if causal:
         Tq, Tk = q.shape[2], k.shape[2]
         upper = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).triu(1)
         s = s.masked_fill(upper, float("-inf"))
-    return torch.matmul(torch.softmax(s, dim=-1), v.to(ct)).to(q.dtype)
+    p = torch.softmax(s, dim=-1)
+    if drop_p > 0.0:
+        if mask is None:
+            mask = dropout_mask(seed, p.shape, drop_p, p.device)
+        if tuple(mask.shape) != tuple(p.shape):
+            raise ValueError(f"mask must have the probabilities' shape {tuple(p.shape)}, got {tuple(mask.shape)}")
+        p = p * mask.to(device=p.device, dtype=ct) / (1.0 - drop_p)
+    return torch.matmul(p, v.to(ct)).to(q.dtype)
 
 
 # ------------------------------------------------------------------------------------------- public
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    """softmax(q kᵀ · scale [+ causal mask]) v for q [B, H, Tq, D], k, v [B, H, Tk, D].
+              causal: bool = False, scale: float | None = None, *, dropout_p: float = 0.0,
+              seed: int | None = None) -> torch.Tensor:
+    """dropout(softmax(q kᵀ · scale [+ causal mask])) v for q [B, H, Tq, D], k, v [B, H, Tk, D].
 
     scale defaults to 1/sqrt(D); causal needs Tq == Tk and masks the upper triangle; D in [16, 256].
-    Differentiable in q, k and v."""
+    dropout_p in [0, 1) drops probabilities by the Philox mask dropout_mask(seed, (B, H, Tq, Tk),
+    dropout_p); seed None draws one from torch's generator. Differentiable in q, k and v."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t, ndim=4)
     check_same("q", q, "k", k)
     check_same("q", q, "v", v)
     _check_shapes(q, k, v, causal)
     scale = _resolve_scale(scale, q.shape[-1])
+    drop_p, seed = check_dropout(dropout_p, seed)
     # the interpreter has no bf16 (numpy): on the CPU only float32 runs the kernels
     if use_triton(q, k, v) and (q.is_cuda or q.dtype == torch.float32):
-        return AttentionFunction.apply(q, k, v, bool(causal), scale)
-    return attention_reference(q, k, v, causal, scale)
+        return AttentionFunction.apply(q, k, v, bool(causal), scale, drop_p, seed)
+    return attention_reference(q, k, v, causal, scale, dropout_p=drop_p, seed=seed)

@@ -1,12 +1,17 @@
-"""Matrix multiply with a fused bias + activation + residual epilogue, in Triton.
+"""Matrix multiply with a fused bias + activation + dropout + residual epilogue, in Triton.
 
-    y = act(a @ b + bias) + residual        a [..., M, K],  b [K, N] or [..., K, N]
+    y = dropout(act(a @ b + bias)) + residual        a [..., M, K],  b [K, N] or [..., K, N]
 
 Forward: one tiled GEMM. Programs walk the output tiles in groups of GROUP_M tile-rows (grouped
 ordering: programs running together share A tile-rows and B tile-columns in L2), accumulate
 over K blocks in fp32, and the epilogue adds bias, applies the activation, adds the residual and
 stores y: one kernel, one write. When a backward will follow and there is an activation, the
 epilogue also stores s = act'(z) (z = a @ b + bias), output-sized, in the input dtype.
+Dropout (DROPOUT constexpr, off at p = 0) keeps element (row, col) of y's [rows, N] view by the
+Philox draw of `dropout.dropout_keep` and scales it by 1/(1-p); s then carries the same factor
+(s = act'(z)·keep/(1-p)), so with an activation the backward below needs no RNG at all. Without
+one there is no s: the backward regenerates keep/(1-p)·grad from the seed in one elementwise pass
+(`dropout.dropout_forward`, a transient buffer) before the GEMMs. The mask is never stored.
 
 Layout, no copies: a 2-D b (or one whose batch dims are all 1) makes a single GEMM over
 M = prod(a.shape[:-1]) rows (a's leading dims flattened). A batched b broadcasts its batch dims
@@ -38,10 +43,13 @@ import torch
 import torch.nn.functional as F
 
 from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
+from .dropout import check_dropout, check_index_range, dropout_forward, dropout_mask, threshold
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
+
+    from .dropout import dropout_keep
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
 _MAX_BATCH = 65535  # grid axis 1 limit
@@ -131,7 +139,7 @@ if HAS_TRITON:
             b_ptrs += step_b
         return acc, rsum
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["seed", "drop_threshold"])
     def _matmul_fwd_kernel(
         a_ptr,  # A operand [..., M, K], any strides
         b_ptr,  # B operand [..., K, N], any strides
@@ -145,9 +153,13 @@ if HAS_TRITON:
         stride_b0, stride_b1, stride_b2, stride_bk, stride_bn,  # b: batch dims 0-2, inner, cols
         stride_rb, stride_rm, stride_rn,  # residual: flat batch, rows, cols
         stride_cb, stride_cm, stride_cn,  # output and s: flat batch, rows, cols
+        seed,  # dropout: Philox key
+        drop_threshold,  # dropout: ⌊p·2³¹⌋
+        drop_scale,  # dropout: 1 / (1 - p)
         M_KEY, N_KEY, K_KEY,  # power-of-two buckets of M, N, K: the autotuning key only
         ACTIVATION: tl.constexpr,  # one of ACTIVATIONS
         HAS_BIAS: tl.constexpr,  # add bias before the activation
+        DROPOUT: tl.constexpr,  # drop after the activation (p > 0)
         HAS_RES: tl.constexpr,  # add the residual after it
         SAVE_GRAD: tl.constexpr,  # store act'(z) for the backward
         PRECISION: tl.constexpr,  # tl.dot input precision
@@ -168,12 +180,16 @@ if HAS_TRITON:
         acc, _ = _mainloop(a_ptrs, a_ptrs, b_ptrs, K, BLOCK_K * stride_ak, 0, BLOCK_K * stride_bk,
                            BLOCK_M, BLOCK_N, BLOCK_K, False, False, PRECISION)
 
-        # epilogue: bias, activation (and its derivative), residual
+        # epilogue: bias, activation (and its derivative), dropout, residual
         pid_b = tl.program_id(1).to(tl.int64)
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
         y, d = _act(acc, ACTIVATION)
+        if DROPOUT:  # row of y's [rows, N] view: batch entry pid_b holds rows [pid_b·M, pid_b·M + M)
+            keep = dropout_keep(seed, pid_b * M + pid_m * BLOCK_M, pid_n * BLOCK_N, drop_threshold, BLOCK_M, BLOCK_N)
+            y = tl.where(keep, y * drop_scale, 0.0)
+            d = tl.where(keep, d * drop_scale, 0.0)  # s carries the mask: no RNG in the backward
         c_off = pid_b * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
         if SAVE_GRAD:
             tl.store(s_ptr + c_off, d.to(s_ptr.dtype.element_ty), mask=mask)
@@ -392,11 +408,13 @@ def _out_buffer(out, shape, like, name):
     return out
 
 
-def matmul_forward(a, b, bias=None, activation=None, residual=None, *, save_grad=False,
-                   out=None, grad_out=None):
-    """Launch the forward kernel. Returns (y, s): s = act'(a @ b + bias) when save_grad and
-    there is an activation, else None. `out` / `grad_out` may be given (contiguous, y's shape)."""
+def matmul_forward(a, b, bias=None, activation=None, residual=None, *, dropout_p=0.0, seed=0,
+                   save_grad=False, out=None, grad_out=None):
+    """Launch the forward kernel. Returns (y, s): s = act'(a @ b + bias) (times keep / (1 - p)
+    with dropout) when save_grad and there is an activation, else None. The dropout mask is
+    dropout_mask(seed, y.shape, dropout_p). `out` / `grad_out` may be given (contiguous, y's shape)."""
     act = _check_args(a, b, bias, activation, residual)
+    drop_p, seed = check_dropout(dropout_p, seed)
     p = _plan(a, b)
     bt = math.prod(p.sizes)
     y = _out_buffer(out, (*p.batch, a.shape[-2], p.N), a, "out")
@@ -405,13 +423,15 @@ def matmul_forward(a, b, bias=None, activation=None, residual=None, *, save_grad
     if y.numel() == 0:
         return y, s
     y3 = y.view(bt, p.M, p.N)
+    if drop_p > 0.0:
+        check_index_range(bt * p.M, p.N, f"the output {tuple(y.shape)}")
     r3 = residual.reshape(bt, p.M, p.N) if residual is not None else y3
     args = (p.a, p.b, bias if bias is not None else y3, r3, y3, s if save else y3,
             p.M, p.N, p.K, p.sizes[1], p.sizes[2],
             *p.a_bs, p.a.stride(-2), p.a.stride(-1), *p.b_bs, p.b.stride(-2), p.b.stride(-1),
-            *r3.stride(), *y3.stride())
-    consts = dict(ACTIVATION=act, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-                  SAVE_GRAD=save, PRECISION=_precision(a.dtype))
+            *r3.stride(), *y3.stride(), seed, threshold(drop_p), 1.0 / (1.0 - drop_p))
+    consts = dict(ACTIVATION=act, HAS_BIAS=bias is not None, DROPOUT=drop_p > 0.0,
+                  HAS_RES=residual is not None, SAVE_GRAD=save, PRECISION=_precision(a.dtype))
     _launch(_matmul_fwd_kernel, _matmul_fwd_tuned, p.M, p.N, p.K, (bt,), args, consts)
     return y, s
 
@@ -448,12 +468,16 @@ def _grad_finish(full, x):
     return full.sum_to_size(x.shape).to(x.dtype) if full.numel() != x.numel() else full.view(x.shape)
 
 
-def matmul_backward(grad, a, b, s=None, *, need_a=True, need_b=True, need_bias=False,
-                    out_a=None, out_b=None):
-    """Launch the backward GEMMs of y = act(a @ b + bias) + residual, given grad = dL/dy and
-    s = act'(z) from matmul_forward (None without activation). Returns (da, db, dbias), None
-    where not asked for. `out_a` / `out_b` may be given (contiguous, a's / b's shape) when a / b
-    are not broadcast over batch dims."""
+def matmul_backward(grad, a, b, s=None, *, dropout_p=0.0, seed=0, need_a=True, need_b=True,
+                    need_bias=False, out_a=None, out_b=None):
+    """Launch the backward GEMMs of y = dropout(act(a @ b + bias)) + residual, given grad = dL/dy
+    and s from matmul_forward (None without activation). With an s the dropout mask is already in
+    it; without one, (dropout_p, seed) as in the forward regenerate it. Returns (da, db, dbias),
+    None where not asked for. `out_a` / `out_b` may be given (contiguous, a's / b's shape) when
+    a / b are not broadcast over batch dims."""
+    drop_p, seed = check_dropout(dropout_p, seed)
+    if drop_p > 0.0 and s is None:  # dz = grad * keep / (1 - p), transient
+        grad = dropout_forward(grad, drop_p, seed)
     p = _plan(a, b)
     bt, M, N, K = math.prod(p.sizes), p.M, p.N, p.K
     g3 = grad.reshape(bt, M, N)
@@ -483,18 +507,21 @@ def matmul_backward(grad, a, b, s=None, *, need_a=True, need_b=True, need_bias=F
 # ----------------------------------------------------------------------------------------------
 class _MatmulFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, bias, activation, residual):
+    def forward(ctx, a, b, bias, activation, residual, dropout_p, seed):
         # s = act'(z) only when a, b or bias needs a gradient (and there is an activation)
-        y, s = matmul_forward(a, b, bias, activation, residual, save_grad=any(ctx.needs_input_grad[:3]))
+        y, s = matmul_forward(a, b, bias, activation, residual, dropout_p=dropout_p, seed=seed,
+                              save_grad=any(ctx.needs_input_grad[:3]))
         ctx.save_for_backward(a, b, s)  # a, b are the inputs (no copy); s is the one extra tensor
+        ctx.dropout_p, ctx.seed = dropout_p, seed  # the seed, never the mask
         return y
 
     @staticmethod
     def backward(ctx, grad):
         a, b, s = ctx.saved_tensors
-        need_a, need_b, need_bias, _, need_res = ctx.needs_input_grad
-        da, db, dbias = matmul_backward(grad, a, b, s, need_a=need_a, need_b=need_b, need_bias=need_bias)
-        return da, db, dbias, None, grad if need_res else None
+        need_a, need_b, need_bias, _, need_res = ctx.needs_input_grad[:5]
+        da, db, dbias = matmul_backward(grad, a, b, s, dropout_p=ctx.dropout_p, seed=ctx.seed,
+                                        need_a=need_a, need_b=need_b, need_bias=need_bias)
+        return da, db, dbias, None, grad if need_res else None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,29 +538,42 @@ _TORCH_ACTS = {
 }
 
 
-def matmul_reference(a, b, bias=None, activation=None, residual=None):
-    """act(a @ b + bias) + residual in plain PyTorch (any float dtype, float64 in tests)."""
+def matmul_reference(a, b, bias=None, activation=None, residual=None, *, dropout_p=0.0, seed=None,
+                     mask=None):
+    """dropout(act(a @ b + bias)) + residual in plain PyTorch (any float dtype, float64 in tests).
+    With dropout_p > 0 the keep mask is `mask` (bool, the output's shape) or else the kernel's own,
+    dropout_mask(seed, output shape, dropout_p); kept elements are scaled by 1 / (1 - p)."""
     act = "none" if activation is None else activation
     if act not in _TORCH_ACTS:
         raise ValueError(f"unknown activation {activation!r}; expected None or one of {ACTIVATIONS}")
+    drop_p, seed = check_dropout(dropout_p, seed if mask is None else 0)
     z = torch.matmul(a, b)
     if bias is not None:
         z = z + bias
     y = _TORCH_ACTS[act](z)
+    if drop_p > 0.0:
+        if mask is None:
+            mask = dropout_mask(seed, y.shape, drop_p, y.device)
+        if tuple(mask.shape) != tuple(y.shape):
+            raise ValueError(f"mask must have the output shape {tuple(y.shape)}, got {tuple(mask.shape)}")
+        y = y * mask.to(device=y.device, dtype=y.dtype) / (1.0 - drop_p)
     return y + residual if residual is not None else y
 
 
 # ----------------------------------------------------------------------------------------------
 # 5. Public function
 # ----------------------------------------------------------------------------------------------
-def matmul(a, b, bias=None, activation=None, residual=None):
-    """act(a @ b + bias) + residual. a [..., M, K]; b [K, N] or [..., K, N] (batch dims broadcast
-    like torch.matmul); bias [N]; residual of the output's shape; activation None or one of
-    ACTIVATIONS ("gelu" is the exact erf form). Differentiable in a, b, bias and residual."""
+def matmul(a, b, bias=None, activation=None, residual=None, *, dropout_p=0.0, seed=None):
+    """dropout(act(a @ b + bias)) + residual. a [..., M, K]; b [K, N] or [..., K, N] (batch dims
+    broadcast like torch.matmul); bias [N]; residual of the output's shape; activation None or one
+    of ACTIVATIONS ("gelu" is the exact erf form); dropout_p in [0, 1), its mask drawn by Philox
+    from `seed` (None: drawn from torch's generator), the mask of dropout_mask(seed, output shape,
+    dropout_p). Differentiable in a, b, bias and residual."""
     act = _check_args(a, b, bias, activation, residual)
+    drop_p, seed = check_dropout(dropout_p, seed)
     if not use_triton(a, b, bias, residual):
-        return matmul_reference(a, b, bias, act, residual)
+        return matmul_reference(a, b, bias, act, residual, dropout_p=drop_p, seed=seed)
     tensors = (a, b, bias, residual)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _MatmulFunction.apply(a, b, bias, act, residual)
-    return matmul_forward(a, b, bias, act, residual)[0]
+        return _MatmulFunction.apply(a, b, bias, act, residual, drop_p, seed)
+    return matmul_forward(a, b, bias, act, residual, dropout_p=drop_p, seed=seed)[0]

@@ -138,40 +138,56 @@ def _config(compiled, path: Path, train_sets: dict[str, str], cli: dict[str, Any
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
 @_set_opt
 @_model_opt
-@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its newest good checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in a run folder holding an earlier run (deletes its checkpoints).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (the per-epoch lines remain).")
 def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[int], batch: Optional[int],
         lr: Optional[float], device: Optional[str], sets: tuple[str, ...], model: Optional[str], resume: bool,
-        no_progress: bool) -> None:
+        overwrite: bool, no_progress: bool) -> None:
     """Train FILE's model per its train section and evaluate it."""
+    from .runtime.rundir import RunDir
+    from .runtime.saver import claim
+
+    if epochs is not None and steps is not None:
+        raise click.UsageError("give --epochs or --steps, not both")
+    if resume and overwrite:
+        raise click.UsageError("give --resume or --overwrite, not both")
+    path = _existing(file)
+    parsed = _parse_sets(sets)
+    out = out if out is not None else Path("runs") / path.stem
+    with RunDir.open(out) as run_dir:  # checked and locked before any work
+        claim(run_dir.path, resume=resume, overwrite=overwrite, log=click.echo, dry=True)
+        _run(path, run_dir, parsed, model, resume, overwrite, not no_progress,
+             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device))
+
+
+def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resume: bool, overwrite: bool,
+         progress: bool, cli: dict[str, Any]) -> None:
+    """``nndsl run`` once its run folder is locked: compile, configure, train, report."""
     from .runtime.config import describe
     from .runtime.metrics import fmt
     from .runtime.train import fit, resolve_device
 
-    if epochs is not None and steps is not None:
-        raise click.UsageError("give --epochs or --steps, not both")
-    path = _existing(file)
-    parsed = _parse_sets(sets)
+    out = run_dir.path
     compiled, train_sets = _compile(path, model, parsed)
     if compiled.train is None:
         raise NndslConfigError(f"{path} has no train section for model {compiled.model_name}",
                                hint="add: train { data = ...  loss = ...  optimizer = ... }")
-    cfg = _config(compiled, path, train_sets, dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device))
+    cfg = _config(compiled, path, train_sets, cli)
     if cfg.seed != 0 and not resume:  # initial weights from the train section's seed
         compiled, _ = _compile(path, model, parsed, seed=cfg.seed)
-    out = out if out is not None else Path("runs") / path.stem
     module = compiled.module
     dev = resolve_device(cfg.device)
     n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
     click.echo(f"{compiled.model_name}: {n_params:,} parameters, training on {dev}"
                f"{' (resuming)' if resume else ''}; run folder {out}")
     click.echo(describe(cfg))
-    result = fit(module, cfg, out, device=str(dev), resume=resume,
-                 output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=not no_progress,
+    result = fit(module, cfg, run_dir, device=str(dev), resume=resume, overwrite=overwrite,
+                 output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=progress,
                  model_meta=dict(getattr(module, "nndsl_meta", {}) or {}))
     final = "  ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
     click.echo(f"final: {final}  ({result['samples_per_second']:,.0f} samples/s, {result['seconds']:.1f} s)")
-    click.echo(f"saved {out}/model.safetensors, optimizer.pt, metrics.json, run.json")
+    click.echo(f"saved {out}/checkpoints, metrics.json, run.json")
 
 
 @main.command()

@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .errors import NndslError
+from .errors import NndslDataError, NndslError
 from .frontend import ast
 from .ir.graph import Graph
 
@@ -66,11 +66,13 @@ def build(
     # the IR's invariants hold before any pass
     if verify:
         verify_graph(graph)
+    # how the loss reads the output, decided before a pass may rewrite a trailing softmax
+    output_is_probs = torch_codegen.ends_in_probs(graph)
     # IR -> IR: the backend's pass pipeline
     graph = run_passes(graph, backend, verify=verify)
     # IR -> nn.Module with a generated forward
     meta = {"source": text, "file": file, "model": graph.name, "hyperparams": dict(graph.hyperparams)}
-    module, py = torch_codegen.lower(graph, meta)
+    module, py = torch_codegen.lower(graph, meta, output_is_probs=output_is_probs)
     train = _train_section(program, graph.name)
     return Compiled(program, graph.name, graph, module, dict(graph.hyperparams), train, path, py, text)
 
@@ -92,13 +94,25 @@ def compile(source_or_path: Union[str, Path], model: Optional[str] = None, **hyp
     return build(source_or_path, model=model, hyperparams=hyperparams).module
 
 
-def load(run_dir: Union[str, Path], map_location: str = "cpu") -> torch.nn.Module:
-    """The trained model of a finished ``nndsl run``: recompiled from its recorded source, weights loaded."""
-    from .runtime.checkpoint import load_run
+def load(run_dir: Union[str, Path], map_location: str = "cpu", which: str = "latest") -> torch.nn.Module:
+    """The trained model of an ``nndsl run``: recompiled from its recorded source, weights loaded.
 
-    meta, state = load_run(Path(run_dir))
-    compiled = build(meta["source"], model=meta.get("model"), hyperparams=meta.get("hyperparams"))
+    ``which``: "latest" (the newest good checkpoint) or "best" (the best by the run's ``best`` metric).
+    Everything read is validated first (run.json field by field, weights through safetensors and
+    their checksums); non-finite weights are refused.
+    """
+    from .runtime.checkpoint import load_weights
+    from .runtime.rundir import read_meta
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    where, state = load_weights(run_dir, which)
+    compiled = build(meta["source"], model=meta["model"], hyperparams=meta.get("hyperparams"))
     module = compiled.module
-    module.load_state_dict({k: v.to(map_location) for k, v in state.items()})
+    try:
+        module.load_state_dict({k: v.to(map_location) for k, v in state.items()})
+    except RuntimeError as e:
+        raise NndslDataError(f"the weights in {where} do not fit the model recorded in {run_dir / 'run.json'}: "
+                             f"{str(e).strip().splitlines()[0]}") from None
     module.nndsl_meta.update({k: v for k, v in meta.items() if k != "source"})
     return module.to(map_location)

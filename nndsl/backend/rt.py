@@ -1,6 +1,7 @@
 """Runtime helpers that generated ``forward`` code calls as ``rt.<fn>``.
 
-Each is what an op needs beyond a one-line torch expression: a mask built on the right
+``params`` reads every parameter once per call; ``check_input`` checks an input against its
+declared type. The rest is what an op needs beyond a one-line torch expression: a mask built on the right
 device, a run-time bound check, the recurrent kernels with nn.LSTM's calling convention,
 batch norm's step counter, and the log-mel front end (a hand-built mel filterbank, since
 torchaudio is not a dependency). ``math`` is re-exported for scalar expressions over dims.
@@ -9,11 +10,34 @@ from __future__ import annotations
 
 import functools
 import math  # also used by generated code as rt.math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import _VF
+
+
+def params(module: torch.nn.Module) -> list:
+    """Every parameter and buffer of a compiled model, in ``graph.params`` order, read once per call.
+
+    ``module._nndsl_slots`` holds (the ``_parameters``/``_buffers`` dict of the owning sub-module,
+    key) pairs: dict reads are cheap, and they stay right after ``.to()``, ``.half()``,
+    ``load_state_dict`` and ``copy.deepcopy`` (which rebind entries of the same dicts).
+    """
+    return [owner[key] for owner, key in module._nndsl_slots]
+
+
+def check_input(t: Any, spec: tuple) -> None:
+    """Runtime check of a model input against its declared type (cheap: one shape compare).
+
+    ``spec`` is (input name, static size or None per axis, the type as text), data from the
+    module's constants table.
+    """
+    name, pattern, type_str = spec
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"input '{name}' must be a tensor of type {type_str}, got {type(t).__name__}")
+    if t.dim() != len(pattern) or any(p is not None and p != s for p, s in zip(pattern, t.shape)):
+        raise ValueError(f"input '{name}' must have shape {type_str}, got {list(t.shape)}")
 
 
 def causal_mask(T: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:

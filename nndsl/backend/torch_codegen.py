@@ -1,38 +1,36 @@
-"""The PyTorch reference backend: IR Graph -> torch.nn.Module.
+"""IR Graph -> torch.nn.Module: the parameter tree, then a generated ``forward`` compiled once.
 
-* parameters and buffers are registered on a tree of sub-modules that mirrors their dotted
-  names (``blocks.3.attn.qkv.weight``; numeric components become ``nn.ModuleList`` entries),
-  so ``state_dict`` keys read like the source, and are initialized as PyTorch initializes
-  the same layer (``backend.init``);
-* ``forward`` is generated Python source — one line per IR node, each op's ``emit`` — compiled
-  once into a method of a per-model subclass, so a call runs straight-line torch code with no
-  graph interpretation (and ``torch.compile`` sees ordinary Python).
+* ``module_tree`` registers parameters and buffers on sub-modules named like the source, so
+  ``state_dict`` keys read ``blocks.3.attn.qkv.weight``, initialized as PyTorch would;
+* ``emit`` writes ``forward`` from the IR alone (generated identifiers, values freed after their
+  last use, parameters read once per call), ``safety`` checks it, and it is compiled into a
+  method of a per-model subclass: a call runs straight-line torch code with no graph
+  interpretation, and ``torch.compile`` sees ordinary Python.
+
+The generated code runs with a namespace of its own: ``torch``, ``F``, ``rt``, the constants
+table ``K`` and ``kern`` (``nndsl.kernels``, bound only when used).
 """
 from __future__ import annotations
 
-import keyword
+import itertools
 import linecache
-import re
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import NndslLoweringError
-from ..ir import dims as D
-from ..ir.graph import Graph, Node, Value
-from ..ir.types import DTYPES
-from ..ops import registry
-from . import init as initializers
+from ..errors import Span
+from ..ir.graph import Graph
 from . import rt
+from .emit import Forward, generate_forward
+from .module_tree import build_tree
 
-
-class Scope(nn.Module):
-    """A plain container for the parameters of one scope (``attn``, ``qkv``)."""
-
-    def forward(self, *args):  # pragma: no cover - containers are never called
-        raise RuntimeError("an nndsl parameter scope is not callable")
+# instance attributes of every compiled model (a top-level layer may not take these names)
+MODEL_ATTRS = frozenset({"graph", "input_names", "output_is_probs", "nndsl_meta", "nndsl_line_spans",
+                         "_nndsl_slots", "nndsl_backend", "nndsl_graphs", "nndsl_sources", "nndsl_lines"})
+BACKENDS = ("auto", "torch", "triton")
+_counter = itertools.count(1)
 
 
 class NndslModule(nn.Module):
@@ -42,6 +40,7 @@ class NndslModule(nn.Module):
     input_names: list[str]
     output_is_probs: bool
     nndsl_meta: dict
+    nndsl_line_spans: list[Optional[Span]]  # line of the generated forward - 1 -> the source span it computes
 
     def extra_repr(self) -> str:
         ins = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)
@@ -49,155 +48,80 @@ class NndslModule(nn.Module):
         return f"{self.graph.name}({ins}) -> {outs}"
 
 
-_RESERVED = set(dir(nn.Module)) | {"graph", "input_names", "output_is_probs", "nndsl_meta"}
+def ends_in_probs(g: Graph) -> bool:
+    """Whether the model's first output is probabilities (a trailing softmax or sigmoid).
 
-
-def _build_tree(root: nn.Module, g: Graph) -> None:
-    """Create the sub-module tree for every declared parameter and buffer, then initialize them."""
-    tree: dict[str, Any] = {}
-    for p in g.params.values():
-        parts = p.name.split(".")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise NndslLoweringError(f"parameter '{p.name}' nests under another parameter", p.span)
-        node[parts[-1]] = p
-
-    def materialize(mod: nn.Module, sub: dict[str, Any], prefix: str) -> None:
-        for key, val in sub.items():
-            full = f"{prefix}{key}"
-            if key in _RESERVED and not key.isdigit():
-                span = val.span if not isinstance(val, dict) else None
-                raise NndslLoweringError(f"'{key}' (in '{full}') is reserved by torch.nn.Module; "
-                                         "choose another name= for this layer", span)
-            if isinstance(val, dict):
-                keys = list(val.keys())
-                if keys and all(k.isdigit() for k in keys) and sorted(int(k) for k in keys) == list(range(len(keys))):
-                    child: nn.Module = nn.ModuleList([Scope() for _ in keys])
-                    for k in keys:
-                        materialize(child[int(k)], val[k], f"{full}.{k}.")
-                else:
-                    child = Scope()
-                    materialize(child, val, f"{full}.")
-                if isinstance(mod, nn.ModuleList):
-                    raise NndslLoweringError(f"unexpected scope layout at '{full}'")
-                mod.add_module(key, child)
-            else:
-                t = torch.empty(val.shape, dtype=DTYPES[val.dtype])
-                initializers.initialize(t, val.init, val.init_args)
-                if val.buffer:
-                    mod.register_buffer(key, t)
-                else:
-                    mod.register_parameter(key, nn.Parameter(t))
-
-    materialize(root, tree, "")
-
-
-def _attr_path(name: str) -> str:
-    """'blocks.3.attn.qkv.weight' -> 'self.blocks[3].attn.qkv.weight'."""
-    out = "self"
-    for part in name.split("."):
-        out += f"[{part}]" if part.isdigit() else f".{part}"
-    return out
-
-
-class _Names:
-    """Python variable names for IR values: the source name when there is one, made unique."""
-
-    def __init__(self, reserved: set[str]):
-        self.taken = set(reserved)
-        self.of: dict[int, str] = {}
-
-    def name(self, v: Value) -> str:
-        if v.id in self.of:
-            return self.of[v.id]
-        base = v.name if v.name and v.name.isidentifier() and not keyword.iskeyword(v.name) else "t"
-        base = re.sub(r"_\d+$", "", base) or "t"
-        cand = base if base not in self.taken else f"{base}_{v.id}"
-        while cand in self.taken:
-            cand += "_"
-        self.taken.add(cand)
-        self.of[v.id] = cand
-        return cand
-
-
-def _symbol_bindings(g: Graph, names: _Names) -> list[str]:
-    """Lines binding each symbolic dim to the runtime size of the first input axis that is exactly it."""
-    lines = []
-    for sym in g.symbols:
-        for v in g.inputs:
-            hit = [i for i, d in enumerate(v.type.shape) if not D.is_static(d) and D.dim_str(d) == sym]
-            if hit:
-                lines.append(f"{sym} = {names.name(v)}.shape[{hit[0]}]")
-                break
-        else:
-            raise NndslLoweringError(f"symbolic dim {sym} does not appear alone in any input shape")
-    return lines
-
-
-def generate_forward(g: Graph) -> str:
-    """The Python source of ``forward`` for graph ``g``."""
-    reserved = {"self", "torch", "F", "rt", "nn", "_check"} | set(g.symbols)
-    names = _Names(reserved)
-    args = [names.name(v) for v in g.inputs]
-    body: list[str] = []
-    for v in g.inputs:
-        pattern = tuple(d if D.is_static(d) else None for d in v.type.shape)
-        body.append(f"_check({names.name(v)!r}, {names.name(v)}, {pattern!r}, {str(v.type)!r})")
-    body += _symbol_bindings(g, names)
-    for n in g.nodes:
-        body.append(_emit_node(n, names))
-    rets = ", ".join(names.name(v) for v in g.outputs)
-    body.append(f"return {rets}")
-    src = f"def forward(self, {', '.join(args)}):\n" + "".join(f"    {line}\n" for line in body)
-    return src
-
-
-def _emit_node(n: Node, names: _Names) -> str:
-    outs = [names.name(v) for v in n.outputs]
-    if n.op == "param":
-        expr = _attr_path(n.attrs["name"])
-    else:
-        opdef = registry.get(n.op)
-        ctx = registry.EmitCtx(n, [names.name(v) for v in n.inputs], n.attrs)
-        try:
-            expr = opdef.emit(ctx)
-        except NndslLoweringError:
-            raise
-        except Exception as e:  # an emit that cannot handle its attrs is a compiler bug; say where
-            raise NndslLoweringError(f"cannot lower {n.op}: {e}", n.span) from e
-    lhs = outs[0] if len(outs) == 1 else ", ".join(outs)
-    comment = f"  # {n.span.file}:{n.span.line}" if n.span is not None else ""
-    return f"{lhs} = {expr}{comment}"
-
-
-def check_input(name: str, t: Any, pattern: tuple, type_str: str) -> None:
-    """Runtime check of a model input against its declared type (cheap: one shape compare)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"input '{name}' must be a tensor of type {type_str}, got {type(t).__name__}")
-    if t.dim() != len(pattern) or any(p is not None and p != s for p, s in zip(pattern, t.shape)):
-        raise ValueError(f"input '{name}' must have shape {type_str}, got {list(t.shape)}")
-
-
-_counter = [0]
-
-
-def lower(g: Graph, meta: Optional[dict] = None) -> tuple[NndslModule, str]:
-    """Build the module for ``g``; returns it and the generated forward source."""
-    src = generate_forward(g)
-    _counter[0] += 1
-    filename = f"<nndsl:{g.name}:{_counter[0]}>"
-    # keep the source visible to tracebacks and inspect
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    namespace: dict[str, Any] = {"torch": torch, "F": F, "nn": nn, "rt": rt, "_check": check_input}
-    exec(compile(src, filename, "exec"), namespace)
-    cls = type(g.name if g.name.isidentifier() else "NndslModel", (NndslModule,), {"forward": namespace["forward"]})
-    module = cls()
-    _build_tree(module, g)
-    module.graph = g
-    module.input_names = [v.name for v in g.inputs]
+    The compiler decides this on the elaborated graph, before any pass may rewrite the softmax.
+    """
     last = g.outputs[0].producer if g.outputs else None
-    module.output_is_probs = bool(last is not None and last.op in ("softmax", "sigmoid"))
-    module.nndsl_meta = dict(meta or {})
-    return module, src
+    return bool(last is not None and last.op in ("softmax", "sigmoid"))
+
+
+def _compile_forward(fwd: Forward) -> Any:
+    """Execute the checked source in a namespace of its own; returns the ``forward`` function."""
+    filename = f"<nndsl-forward-{next(_counter)}>"
+    # keep the source visible to tracebacks and inspect
+    linecache.cache[filename] = (len(fwd.source), None, fwd.source.splitlines(True), filename)
+    # full builtins: torch.compile evaluates its guards in this namespace (safety.check limits
+    # the source to float/int/min/max/abs)
+    namespace: dict[str, Any] = {"torch": torch, "F": F, "rt": rt, "K": fwd.consts}
+    if "kern" in fwd.source:  # only a kernel lowering names it; importing triton is not free
+        from .. import kernels
+
+        namespace["kern"] = kernels
+    exec(compile(fwd.source, filename, "exec"), namespace)  # noqa: S102 - source checked by safety.check
+    return namespace["forward"]
+
+
+def _dispatch(self, *args):
+    """``forward`` of a model lowered for several backends: the Triton forward on CUDA inputs
+    (``nndsl_backend == "auto"``), or the one ``nndsl_backend`` names. The device is known only
+    when the model is called, so the choice is made per call (one attribute read and one compare)."""
+    b = self.nndsl_backend
+    if b == "triton" or (b == "auto" and args and getattr(args[0], "is_cuda", False)):
+        return self._nndsl_forward_triton(*args)
+    return self._nndsl_forward_torch(*args)
+
+
+def lower_backends(graphs: dict[str, Graph], meta: Optional[dict] = None, *, output_is_probs: bool,
+                   backend: str) -> NndslModule:
+    """One module holding a generated forward per backend in ``graphs`` (``"torch"`` always),
+    sharing one parameter tree built from the torch graph, so the state_dict is the same whatever
+    the backend and a checkpoint of one loads into the other. ``backend`` ("auto" | "torch" |
+    "triton") picks the forward per call (``_dispatch``); it can be changed on the module later.
+    """
+    base = graphs["torch"]
+    fwds = {}
+    for name, g in graphs.items():
+        if list(g.params) != list(base.params):  # the passes keep every parameter, in order
+            g.params = dict(base.params)
+        fwds[name] = generate_forward(g, name)
+    attrs: dict[str, Any] = {f"_nndsl_forward_{k}": _compile_forward(f) for k, f in fwds.items()}
+    attrs["forward"] = _dispatch if len(fwds) > 1 else attrs["_nndsl_forward_torch"]
+    module = type("NndslModel", (NndslModule,), attrs)()
+    slots = build_tree(module, base, MODEL_ATTRS)
+    module.__dict__.update(
+        graph=base, input_names=[v.name for v in base.inputs], nndsl_meta=dict(meta or {}),
+        output_is_probs=bool(output_is_probs), nndsl_line_spans=fwds["torch"].line_spans, _nndsl_slots=slots,
+        nndsl_backend=backend if len(fwds) > 1 else "torch", nndsl_graphs=dict(graphs),
+        nndsl_sources={k: f.source for k, f in fwds.items()}, nndsl_lines={k: f.line_spans for k, f in fwds.items()})
+    return module
+
+
+def lower(g: Graph, meta: Optional[dict] = None, *, output_is_probs: Optional[bool] = None,
+          backend: str = "torch") -> tuple[NndslModule, str]:
+    """Build the module for ``g``; returns it and the generated forward source.
+
+    ``output_is_probs``: decided by the caller before the passes ran (``ends_in_probs``); when
+    None it is read from ``g``.
+    """
+    fwd = generate_forward(g, backend)
+    cls = type("NndslModel", (NndslModule,), {"forward": _compile_forward(fwd)})
+    module = cls()
+    slots = build_tree(module, g, MODEL_ATTRS)
+    # set through __dict__: plain data, whatever the layers under the root are called
+    module.__dict__.update(
+        graph=g, input_names=[v.name for v in g.inputs], nndsl_meta=dict(meta or {}),
+        output_is_probs=ends_in_probs(g) if output_is_probs is None else bool(output_is_probs),
+        nndsl_line_spans=fwd.line_spans, _nndsl_slots=slots)
+    return module, fwd.source

@@ -8,11 +8,18 @@ arithmetic for generated code.
 """
 from __future__ import annotations
 
-from typing import Iterable, Union
+from typing import Iterable, Mapping, Optional, Union
 
 import sympy
 
 Dim = Union[int, sympy.Expr]
+
+
+def _sympify(d) -> sympy.Expr:
+    """sympy.sympify, refusing text: sympify parses a string with eval, and a dim is never text."""
+    if isinstance(d, str):
+        raise TypeError(f"a dim cannot be a string ({d[:20]!r})")
+    return sympy.sympify(d)
 
 
 def symbol(name: str) -> sympy.Symbol:
@@ -26,7 +33,7 @@ def norm(d) -> Dim:
         raise TypeError("a bool is not a dim")
     if isinstance(d, int):
         return d
-    e = sympy.sympify(d)
+    e = _sympify(d)
     # expand is enough (and ~100x faster) for polynomials; floor/min/max need simplify
     e = sympy.simplify(e) if e.has(sympy.floor, sympy.Min, sympy.Max) else sympy.expand(e)
     if e.is_Integer:
@@ -49,7 +56,7 @@ def equal(a: Dim, b: Dim) -> bool:
         return True
     if all(isinstance(x, (int, sympy.Symbol, sympy.Integer)) for x in (a, b)):
         return False
-    diff = sympy.sympify(a) - sympy.sympify(b)
+    diff = _sympify(a) - _sympify(b)
     return (sympy.simplify(diff) if diff.has(sympy.floor, sympy.Min, sympy.Max) else sympy.expand(diff)) == 0
 
 
@@ -63,7 +70,7 @@ def product(dims: Iterable[Dim]) -> Dim:
 def floordiv(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return a // b
-    return norm(sympy.floor(sympy.sympify(a) / sympy.sympify(b)))
+    return norm(sympy.floor(_sympify(a) / _sympify(b)))
 
 
 def exact_div(a: Dim, b: Dim) -> Dim:
@@ -72,7 +79,7 @@ def exact_div(a: Dim, b: Dim) -> Dim:
         if b == 0 or a % b != 0:
             raise ValueError(f"{a} is not divisible by {b}")
         return a // b
-    e = sympy.simplify(sympy.sympify(a) / sympy.sympify(b))
+    e = sympy.simplify(_sympify(a) / _sympify(b))
     if e.is_number and not e.is_Integer:
         raise ValueError(f"{a} is not divisible by {b}")
     return norm(e)
@@ -95,47 +102,120 @@ def free_symbols(d: Dim) -> set[str]:
     return {s.name for s in d.free_symbols}
 
 
-def dim_code(d: Dim) -> str:
-    """Python integer arithmetic computing ``d`` from variables named after its symbols."""
+def dim_code(d: Dim, names: Optional[Mapping[str, str]] = None) -> str:
+    """Python integer arithmetic computing ``d``; each symbol prints as ``names[symbol]``.
+
+    Generated code passes ``names`` (symbol -> a generated variable such as ``d0``), so no dim
+    name of the source reaches generated code; ``names=None`` prints symbols as they are (for
+    messages and for tests that evaluate one expression). Raises ValueError for what it cannot print.
+    """
     if isinstance(d, int):
         return str(d)
-    return _code(d)
+    return _Printer(names).code(d)
+
+
+def expr_code(e, names: Optional[Mapping[str, str]] = None) -> str:
+    """Python code for a scalar expression over dims, integer or real (``1/sqrt(T)``); math as ``rt.math``."""
+    if isinstance(e, int):
+        return dim_code(e, names)
+    e = _sympify(e) if not isinstance(e, sympy.Basic) else e
+    p = _Printer(names)
+    return p.code(e) if e.is_integer else p.real(e)
 
 
 def _code(e: sympy.Expr) -> str:
-    if e.is_Integer:
-        return str(int(e))
-    if e.is_Symbol:
-        return e.name
-    if isinstance(e, sympy.floor):
-        num, den = sympy.fraction(sympy.together(e.args[0]))
-        return f"({_code(num)}) // ({_code(den)})"
-    if e.is_Add:
-        terms = [_code(t) for t in e.as_ordered_terms()]
-        out = terms[0]
-        for t in terms[1:]:
-            out += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
-        return out
-    if e.is_Mul:
-        coeff, rest = e.as_coeff_Mul()
-        num, den = sympy.fraction(sympy.Rational(coeff))
-        factors = [_atom(f) for f in sympy.Mul.make_args(rest)]
-        body = "*".join(factors)
-        if num == -1:
-            body = "-" + body
-        elif num != 1:
-            body = f"{num}*{body}"
-        if den != 1:
-            body = f"({body}) // {den}"
-        return body
-    if e.is_Pow and e.exp.is_Integer and int(e.exp) > 0:
-        return "*".join([_atom(e.base)] * int(e.exp))
-    if isinstance(e, (sympy.Min, sympy.Max)):
-        fn = "min" if isinstance(e, sympy.Min) else "max"
-        return f"{fn}(" + ", ".join(_code(a) for a in e.args) + ")"
-    raise ValueError(f"cannot print dim expression {e}")
+    return _Printer(None).code(e)
 
 
-def _atom(e: sympy.Expr) -> str:
-    s = _code(e)
-    return s if (e.is_Symbol or e.is_Integer) else f"({s})"
+class _Printer:
+    """Prints sympy dims as Python: integer arithmetic (``code``) or float arithmetic (``real``)."""
+
+    def __init__(self, names: Optional[Mapping[str, str]]):
+        self.names = names
+
+    def symbol(self, e: sympy.Symbol) -> str:
+        if self.names is None:
+            return e.name
+        try:
+            return self.names[e.name]
+        except KeyError:
+            raise ValueError(f"dim {e.name} is not bound in the generated code") from None
+
+    def code(self, e: sympy.Expr) -> str:
+        if e.is_Integer:
+            return str(int(e))
+        if e.is_Symbol:
+            return self.symbol(e)
+        if isinstance(e, sympy.floor):
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            if num.is_integer and den.is_integer:
+                return f"({self.code(num)}) // ({self.code(den)})"
+            return f"rt.math.floor({self.real(e.args[0])})"
+        if isinstance(e, sympy.Mod):
+            return f"({self.code(e.args[0])}) % ({self.code(e.args[1])})"
+        if e.is_Add:
+            terms = [self.code(t) for t in e.as_ordered_terms()]
+            out = terms[0]
+            for t in terms[1:]:
+                out += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
+            return out
+        if e.is_Mul:
+            coeff, rest = e.as_coeff_Mul()
+            num, den = sympy.fraction(sympy.Rational(coeff))
+            body = "*".join(self.atom(f) for f in sympy.Mul.make_args(rest))
+            if num == -1:
+                body = "-" + body
+            elif num != 1:
+                body = f"{num}*{body}"
+            if den != 1:
+                body = f"({body}) // {den}"
+            return body
+        if e.is_Pow and e.exp.is_Integer and int(e.exp) > 0:
+            return "*".join([self.atom(e.base)] * int(e.exp))
+        if isinstance(e, (sympy.Min, sympy.Max)):
+            fn = "min" if isinstance(e, sympy.Min) else "max"
+            return f"{fn}(" + ", ".join(self.code(a) for a in e.args) + ")"
+        if isinstance(e, sympy.Abs):
+            return f"abs({self.code(e.args[0])})"
+        raise ValueError(f"cannot print dim expression {e}")
+
+    def atom(self, e: sympy.Expr) -> str:
+        s = self.code(e)
+        return s if (e.is_Symbol or (e.is_Integer and int(e) >= 0)) else f"({s})"
+
+    _FUNCS = {sympy.exp: "rt.math.exp", sympy.log: "rt.math.log", sympy.floor: "rt.math.floor",
+              sympy.ceiling: "rt.math.ceil", sympy.Abs: "abs"}
+
+    def real(self, e: sympy.Expr) -> str:
+        """Float arithmetic for a real-valued expression (every operand parenthesized)."""
+        if e.is_integer:
+            return f"({self.code(e)})"
+        if e.is_Rational:
+            return f"({int(e.p)} / {int(e.q)})"
+        if e.is_Float:
+            v = float(e)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError(f"non-finite number {e} in a dim expression")
+            return f"({v!r})"
+        if e is sympy.E:
+            return "rt.math.e"
+        if e is sympy.pi:
+            return "rt.math.pi"
+        if e.is_Add:
+            return "(" + " + ".join(self.real(t) for t in e.args) + ")"
+        if e.is_Mul:
+            return "(" + " * ".join(self.real(t) for t in e.args) + ")"
+        if e.is_Pow:
+            base, exp = e.args
+            if exp == sympy.Rational(1, 2):
+                return f"rt.math.sqrt({self.real(base)})"
+            if exp == sympy.Rational(-1, 2):
+                return f"(1 / rt.math.sqrt({self.real(base)}))"
+            return f"({self.real(base)} ** {self.real(exp)})"
+        for fn, name in self._FUNCS.items():
+            if isinstance(e, fn):
+                return f"{name}({self.real(e.args[0])})"
+        if isinstance(e, (sympy.Min, sympy.Max)):
+            fn = "min" if isinstance(e, sympy.Min) else "max"
+            return f"{fn}(" + ", ".join(self.real(a) for a in e.args) + ")"
+        raise ValueError(f"cannot print scalar expression {e}")

@@ -20,24 +20,6 @@ from .registry import EmitCtx, InferCtx, InferError, op
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def scalar_code(v: Any) -> str:
-    """Python code for a scalar attr: an int, a float, a bool or a sympy expression over dims."""
-    if isinstance(v, bool):
-        return repr(v)
-    if isinstance(v, int):
-        return repr(v) if v >= 0 else f"({v})"
-    if isinstance(v, float):
-        if v != v or v in (float("inf"), float("-inf")):
-            return f"float('{v}')"
-        return repr(v) if v >= 0 else f"({v!r})"
-    if isinstance(v, sympy.Expr):
-        if v.is_integer:
-            return f"({D.dim_code(v)})"
-        # a real-valued expression over dims (e.g. 1/sqrt(T)): sympy's Python printer, math via rt
-        return "(" + sympy.pycode(v).replace("math.", "rt.math.") + ")"
-    raise TypeError(f"not a scalar: {v!r}")
-
-
 def _is_float_scalar(v: Any) -> bool:
     if isinstance(v, float):
         return True
@@ -99,6 +81,15 @@ _SCALAR = {  # op -> how the expression reads, x and s being the operands
 }
 
 
+def _scalar_lit(e: EmitCtx) -> str:
+    """The scalar operand: a number or an expression over dims (never a bool or other value)."""
+    v = e.attrs["value"]
+    if isinstance(v, bool) or not (isinstance(v, (int, float)) or isinstance(v, sympy.Expr)):
+        raise TypeError(f"the scalar must be a number, got {type(v).__name__}")
+    code = e.lit(v)
+    return f"({code})" if code.startswith("-") else code  # -1 ** 2 is not (-1) ** 2
+
+
 def _scalar_infer(c: InferCtx) -> TensorType:
     """Tensor op scalar (attr ``value``: an int, a float or a dim)."""
     (t,) = c.types
@@ -115,7 +106,7 @@ def _scalar_infer(c: InferCtx) -> TensorType:
 
 
 for _name, _form in _SCALAR.items():
-    op(_name, emit=lambda e, f=_form: f.format(x=e.ins[0], s=scalar_code(e.attrs["value"])))(_scalar_infer)
+    op(_name, emit=lambda e, f=_form: f.format(x=e.ins[0], s=_scalar_lit(e)))(_scalar_infer)
 
 
 @op("neg", emit=lambda e: f"-{e.ins[0]}")

@@ -73,9 +73,10 @@ def _out_size(c: InferCtx, axis: int, n, k: int, s: int, p: int, d: int):
 
 def _conv_emit(e: EmitCtx) -> str:
     a, nd = e.attrs, int(e.node.op[-2])
-    return (f"F.{e.node.op}({e.ins[0]}, {e.ins[1]}, {_opt(e, 2)}, stride={ntuple(a.get('stride', 1), nd)}, "
-            f"padding={ntuple(a.get('padding', 0), nd)}, dilation={ntuple(a.get('dilation', 1), nd)}, "
-            f"groups={a.get('groups', 1)})")
+    fn = {"conv1d": "F.conv1d", "conv2d": "F.conv2d"}[e.node.op]
+    return (f"{fn}({e.ins[0]}, {e.ins[1]}, {_opt(e, 2)}, stride={e.lit(ntuple(a.get('stride', 1), nd))}, "
+            f"padding={e.lit(ntuple(a.get('padding', 0), nd))}, dilation={e.lit(ntuple(a.get('dilation', 1), nd))}, "
+            f"groups={e.lit(a.get('groups', 1))})")
 
 
 def _conv_infer(c: InferCtx) -> TensorType:
@@ -107,7 +108,7 @@ def _pool_emit(e: EmitCtx) -> str:
     fn = {"maxpool1d": "max_pool1d", "maxpool2d": "max_pool2d", "avgpool1d": "avg_pool1d",
           "avgpool2d": "avg_pool2d"}[e.node.op]
     k = ntuple(a["kernel"], nd)
-    return f"F.{fn}({e.ins[0]}, {k}, {ntuple(a.get('stride', k), nd)}, {ntuple(a.get('padding', 0), nd)})"
+    return f"F.{fn}({e.ins[0]}, {e.lit(k)}, {e.lit(ntuple(a.get('stride', k), nd))}, {e.lit(ntuple(a.get('padding', 0), nd))})"
 
 
 def _pool_infer(c: InferCtx) -> TensorType:
@@ -143,7 +144,7 @@ def _embedding(c: InferCtx) -> TensorType:
     return TensorType(list(idx.shape) + [w.shape[1]], w.dtype)
 
 
-@op("pos_embedding", emit=lambda e: f"rt.pos_rows({e.ins[1]}, {e.ins[0]}.shape[{e.attrs.get('axis', 1)}])")
+@op("pos_embedding", emit=lambda e: f"rt.pos_rows({e.ins[1]}, {e.ins[0]}.shape[{e.lit(e.attrs.get('axis', 1))}])")
 def _pos_embedding(c: InferCtx) -> TensorType:
     """The first T rows of w [max_len, dim], T = x.shape[axis] (attr ``axis``, default 1) -> [T, dim].
     A static T is checked here, a symbolic one at run time (rt.pos_rows)."""
@@ -160,10 +161,10 @@ def _pos_embedding(c: InferCtx) -> TensorType:
 # -------------------------------------------------------------------------------- normalizations
 def _norm_emit(e: EmitCtx) -> str:
     last = e.dim(e.node.inputs[0].type.shape[-1])
-    eps = float(e.attrs.get("eps", 1e-5))
+    eps = e.lit(float(e.attrs.get("eps", 1e-5)))
     if e.node.op == "layernorm":
-        return f"F.layer_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {_opt(e, 2)}, {eps!r})"
-    return f"F.rms_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {eps!r})"
+        return f"F.layer_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {_opt(e, 2)}, {eps})"
+    return f"F.rms_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {eps})"
 
 
 def _norm_infer(c: InferCtx) -> TensorType:
@@ -187,7 +188,7 @@ def _bn_emit(e: EmitCtx) -> str:
     x, w, b, rm, rv = e.ins[:5]
     nbt = _opt(e, 5)
     return (f"rt.batch_norm({x}, {rm}, {rv}, {w}, {b}, {nbt}, self.training, "
-            f"{float(e.attrs.get('momentum', 0.1))!r}, {float(e.attrs.get('eps', 1e-5))!r})")
+            f"{e.lit(float(e.attrs.get('momentum', 0.1)))}, {e.lit(float(e.attrs.get('eps', 1e-5)))})")
 
 
 @op("batchnorm", emit=_bn_emit)
@@ -206,10 +207,11 @@ def _batchnorm(c: InferCtx) -> TensorType:
 # ------------------------------------------------------------------------------------- attention
 def _attn_emit(e: EmitCtx) -> str:
     p = float(e.attrs.get("dropout", 0.0))
-    drop = f"({p!r} if self.training else 0.0)" if p > 0 else "0.0"
+    drop = f"({e.lit(p)} if self.training else 0.0)" if p > 0 else "0.0"
     scale = e.attrs.get("scale")
     return (f"F.scaled_dot_product_attention({e.ins[0]}, {e.ins[1]}, {e.ins[2]}, dropout_p={drop}, "
-            f"is_causal={bool(e.attrs.get('causal', False))}, scale={None if scale is None else float(scale)!r})")
+            f"is_causal={e.lit(bool(e.attrs.get('causal', False)))}, "
+            f"scale={e.lit(None if scale is None else float(scale))})")
 
 
 @op("attention", emit=_attn_emit)

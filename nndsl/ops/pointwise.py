@@ -33,7 +33,7 @@ for _name, _fn in _UNARY.items():
 
 def _gelu_emit(e: EmitCtx) -> str:
     approx = e.attrs.get("approximate", "none")
-    return f"F.gelu({e.ins[0]})" if approx == "none" else f"F.gelu({e.ins[0]}, approximate={approx!r})"
+    return f"F.gelu({e.ins[0]})" if approx == "none" else f"F.gelu({e.ins[0]}, approximate={e.lit(approx)})"
 
 
 @op("gelu", emit=_gelu_emit)
@@ -53,8 +53,8 @@ def _softmax_infer(c: InferCtx) -> TensorType:
     return t
 
 
-op("softmax", emit=lambda e: f"torch.softmax({e.ins[0]}, dim={e.attrs['dim']})")(_softmax_infer)
-op("log_softmax", emit=lambda e: f"torch.log_softmax({e.ins[0]}, dim={e.attrs['dim']})")(_softmax_infer)
+op("softmax", emit=lambda e: f"torch.softmax({e.ins[0]}, dim={e.lit(e.attrs['dim'])})")(_softmax_infer)
+op("log_softmax", emit=lambda e: f"torch.log_softmax({e.ins[0]}, dim={e.lit(e.attrs['dim'])})")(_softmax_infer)
 
 
 # ------------------------------------------------------------------------------------ reductions
@@ -96,7 +96,7 @@ def _reduce_emit(e: EmitCtx) -> str:
         return e.ins[0]
     if len(axes) == t.rank and not keep and e.node.op in ("sum", "mean"):
         return f"{fn}({e.ins[0]})"
-    return f"{fn}({e.ins[0]}, dim={e.dims(axes)}, keepdim={keep})"
+    return f"{fn}({e.ins[0]}, dim={e.dims(axes)}, keepdim={e.lit(keep)})"
 
 
 for _name in _REDUCE:
@@ -104,7 +104,7 @@ for _name in _REDUCE:
 
 
 # --------------------------------------------------------------------------------------- dropout
-@op("dropout", emit=lambda e: f"F.dropout({e.ins[0]}, {float(e.attrs['p'])!r}, self.training)")
+@op("dropout", emit=lambda e: f"F.dropout({e.ins[0]}, {e.lit(float(e.attrs['p']))}, self.training)")
 def _dropout(c: InferCtx) -> TensorType:
     """Dropout with probability attr ``p`` while training; identity in eval mode."""
     p = c.attrs.get("p")

@@ -36,9 +36,9 @@ def _rnn_emit(e: EmitCtx) -> str:
     mode = e.node.op
     if mode == "rnn":
         mode = "rnn_relu" if a.get("nonlinearity", "tanh") == "relu" else "rnn_tanh"
-    return (f"rt.rnn({mode!r}, {e.ins[0]}, [{', '.join(e.ins[1:])}], {a['hidden']}, {a.get('layers', 1)}, "
-            f"{bool(a.get('bidirectional', False))}, {float(a.get('dropout', 0.0))!r}, self.training, "
-            f"{bool(a.get('bias', True))})")
+    return (f"rt.rnn({e.lit(mode)}, {e.ins[0]}, [{', '.join(e.ins[1:])}], {e.lit(a['hidden'])}, "
+            f"{e.lit(a.get('layers', 1))}, {e.lit(bool(a.get('bidirectional', False)))}, "
+            f"{e.lit(float(a.get('dropout', 0.0)))}, self.training, {e.lit(bool(a.get('bias', True)))})")
 
 
 def _rnn_infer(c: InferCtx) -> TensorType:
@@ -71,8 +71,8 @@ for _n in GATES:
 # ------------------------------------------------------------------------------------- log-mel
 def _logmel_emit(e: EmitCtx) -> str:
     a = e.attrs
-    return (f"rt.logmel({e.ins[0]}, {a.get('sample_rate', 16000)}, {a.get('n_fft', 512)}, "
-            f"{a.get('hop', 160)}, {a.get('n_mels', 40)})")
+    args = [a.get("sample_rate", 16000), a.get("n_fft", 512), a.get("hop", 160), a.get("n_mels", 40)]
+    return f"rt.logmel({e.ins[0]}, {', '.join(e.lit(v) for v in args)})"
 
 
 @op("logmel", emit=_logmel_emit)

@@ -38,7 +38,7 @@ def _reshape(c: InferCtx) -> TensorType:
     return t.with_shape(shape)
 
 
-@op("flatten", emit=lambda e: f"torch.flatten({e.ins[0]}, {e.attrs['start']}, {e.attrs['end']})")
+@op("flatten", emit=lambda e: f"torch.flatten({e.ins[0]}, {e.lit(e.attrs['start'])}, {e.lit(e.attrs['end'])})")
 def _flatten(c: InferCtx) -> TensorType:
     """Merge axes start..end (inclusive; attrs ``start``, ``end``) into one."""
     t = c.types[0]
@@ -65,7 +65,7 @@ def _permute(c: InferCtx) -> TensorType:
     return t.with_shape([t.shape[i] for i in norm])
 
 
-@op("transpose", emit=lambda e: f"{e.ins[0]}.transpose({e.attrs['a']}, {e.attrs['b']})")
+@op("transpose", emit=lambda e: f"{e.ins[0]}.transpose({e.lit(e.attrs['a'])}, {e.lit(e.attrs['b'])})")
 def _transpose(c: InferCtx) -> TensorType:
     """Swap axes ``a`` and ``b``."""
     t = c.types[0]
@@ -75,7 +75,7 @@ def _transpose(c: InferCtx) -> TensorType:
     return t.with_shape(shape)
 
 
-@op("unsqueeze", emit=lambda e: f"{e.ins[0]}.unsqueeze({e.attrs['dim']})")
+@op("unsqueeze", emit=lambda e: f"{e.ins[0]}.unsqueeze({e.lit(e.attrs['dim'])})")
 def _unsqueeze(c: InferCtx) -> TensorType:
     """Insert a size-1 axis at ``dim`` (in range for the result's rank)."""
     t = c.types[0]
@@ -110,7 +110,7 @@ def _squeeze(c: InferCtx) -> TensorType:
     return t.with_shape([n for i, n in enumerate(t.shape) if i not in axes])
 
 
-@op("concat", emit=lambda e: f"torch.cat([{e.args}], dim={e.attrs['dim']})")
+@op("concat", emit=lambda e: f"torch.cat([{e.args}], dim={e.lit(e.attrs['dim'])})")
 def _concat(c: InferCtx) -> TensorType:
     """Join tensors along attr ``dim``; every other axis must match."""
     if not c.types:
@@ -136,7 +136,7 @@ def _split_emit(e: EmitCtx) -> str:
     sizes = list(e.attrs["sizes"])
     if len(sizes) == 1:
         return e.ins[0]
-    return f"torch.split({e.ins[0]}, [{', '.join(e.dim(s) for s in sizes)}], dim={e.attrs['dim']})"
+    return f"torch.split({e.ins[0]}, [{', '.join(e.dim(s) for s in sizes)}], dim={e.lit(e.attrs['dim'])})"
 
 
 @op("split", emit=_split_emit)

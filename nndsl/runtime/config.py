@@ -93,6 +93,7 @@ SCHEDULES: dict[str, list[Arg]] = {
 }
 DATASETS: dict[str, list[Arg]] = {name: signature_of(fn) for name, fn in datasets.DATASETS.items()}
 METRICS = ("loss", "accuracy", "f1", "mse", "mae", "r2", "perplexity")
+HIGHER_IS_BETTER = ("accuracy", "f1", "r2")  # the rest, and train_loss, are better lower
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -114,7 +115,11 @@ class TrainConfig:
     metrics: list[str] = field(default_factory=lambda: ["loss"])  # computed on `eval`
     clip: Optional[float] = None  # max global gradient norm; None: no clipping
     seed: int = 0  # seeds python, numpy, torch (and the model's initialization, via the CLI)
-    checkpoint_every: Optional[int] = None  # epochs (step mode: steps); always at the end; None: only at the end
+    checkpoint_every: Optional[int] = None  # epochs (step mode: steps); None: every epoch (step mode: every eval)
+    checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last one
+    keep_last: int = 2  # periodic checkpoints kept in run/checkpoints (the best one is kept apart)
+    best: Optional[str] = None  # keep the best checkpoint by this metric ("accuracy", "-loss": lower is
+    #                             better; "none": no best checkpoint); None: the first of `metrics`
     eval_every: Optional[int] = None  # step mode: evaluate every N steps (None: 10 times per run); epoch mode: each epoch
     eval_batches: Optional[int] = None  # evaluate on this many batches (None: the whole eval set)
     workers: int = 0  # DataLoader worker processes
@@ -148,6 +153,7 @@ KEYS: dict[str, str] = {
     "data": "dataset", "eval": "dataset", "loss": "loss", "optimizer": "optimizer", "schedule": "schedule",
     "l1": "float>=0", "l2": "float>=0", "epochs": "int>0", "steps": "int>0", "batch": "int>0",
     "metrics": "metrics", "clip": "float>0", "seed": "int>=0", "checkpoint_every": "int>0",
+    "checkpoint_minutes": "float>0", "keep_last": "int>0", "best": "best",
     "eval_every": "int>0", "eval_batches": "int>0", "workers": "int>=0", "device": "device",
 }
 _SCALAR_KINDS = {"float>=0": Arg("", "float", min=0.0), "float>0": Arg("", "float", positive=True),
@@ -346,6 +352,19 @@ def _metrics(v: Any, span: Optional[Span]) -> list[str]:
     return out
 
 
+def _best(v: Any, span: Optional[Span]) -> str:
+    """A metric to keep the best checkpoint by: a name, "-name"/"+name" (lower/higher is better), "none"."""
+    name = v.name if isinstance(v, Ident) else v if isinstance(v, str) else None
+    if name is None:
+        raise NndslConfigError(f'best: expected a metric name such as "accuracy" or "-loss", got {_describe(v)}', span)
+    bare = name.lstrip("+-") if name[:1] in "+-" and len(name) > 1 else name
+    choices = (*METRICS, "train_loss")
+    if bare not in choices and name != "none":
+        raise NndslConfigError(f"best: unknown metric '{bare}'", getattr(v, "span", span),
+                               did_you_mean(bare, choices) or f"expected one of: {', '.join(choices)}, none")
+    return name
+
+
 def _set(cfg: TrainConfig, key: str, value: Any, span: Optional[Span], hp: dict[str, Any]) -> None:
     kind = KEYS[key]
     if kind == "dataset":
@@ -357,6 +376,8 @@ def _set(cfg: TrainConfig, key: str, value: Any, span: Optional[Span], hp: dict[
             raise NndslConfigError("sgd(nesterov=true) needs momentum > 0", value.span)
     elif kind == "metrics":
         value = _metrics(value, span)
+    elif kind == "best":
+        value = _best(value, span)
     else:
         value = check_value(_SCALAR_KINDS[kind], value, span, key, hp)
     setattr(cfg, key, value)

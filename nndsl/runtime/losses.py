@@ -24,10 +24,14 @@ def class_log_probs(pred: torch.Tensor, output_is_probs: bool) -> torch.Tensor:
     return F.log_softmax(pred.float(), dim=-1)
 
 
-def flatten_classes(pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def flatten_classes(pred: torch.Tensor, y: torch.Tensor, what: str = "cross_entropy"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[..., C]`` predictions and ``[...]`` integer targets -> ``[N, C]`` and ``[N]``."""
+    if y.is_floating_point() or y.is_complex():
+        raise NndslConfigError(f"{what} takes integer class labels, but the targets are {_dtype(y)}",
+                               hint="store y as integers for class labels; for real-valued targets use loss = mse")
     if pred.dim() < 1 or y.shape != pred.shape[:-1]:
-        raise NndslConfigError(f"cross_entropy: the model's output {list(pred.shape)} does not fit targets "
+        raise NndslConfigError(f"{what}: the model's output {list(pred.shape)} does not fit targets "
                                f"{list(y.shape)} (expected output [..., classes] for targets [...])")
     return pred.reshape(-1, pred.shape[-1]), y.reshape(-1).long()
 
@@ -43,6 +47,10 @@ def cross_entropy(pred: torch.Tensor, y: torch.Tensor, *, output_is_probs: bool 
     if label_smoothing == 0.0:
         return nll
     return (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(dim=-1).mean()
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _as_pred(pred: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:

@@ -45,7 +45,7 @@ class Metrics:
         if any(m in self.names for m in ("mse", "mae", "r2")):
             self._regression(pred, y)
         if "perplexity" in self.names:
-            p, t = flatten_classes(pred, y)
+            p, t = flatten_classes(pred, y, "perplexity")
             nll = -class_log_probs(p, self.output_is_probs).gather(1, t[:, None])
             self._add("nll", nll.double().sum().item())
             self._add("tokens", len(t))
@@ -53,7 +53,8 @@ class Metrics:
     def _classes(self, pred: torch.Tensor, y: torch.Tensor) -> None:
         if pred.dim() >= 1 and pred.shape[:-1] == y.shape and pred.shape[-1] > 1:
             classes = pred.shape[-1]
-            guess, truth = pred.argmax(dim=-1).reshape(-1), y.reshape(-1).long()
+            guess, truth = flatten_classes(pred, y, "accuracy" if "accuracy" in self.names else "f1")
+            guess = guess.argmax(dim=-1)
         else:  # one output per target: binary
             classes = 2
             threshold = 0.5 if self.output_is_probs else 0.0

@@ -2,8 +2,14 @@
 
 Epoch mode (``epochs = N``) evaluates after every epoch; step mode (``steps = N``) every
 ``eval_every`` steps. The learning rate is set before every optimizer step from the schedule, so
-the schedule's only state is the step count, and a run resumed from ``optimizer.pt`` (weights,
-optimizer, step, RNG states, sampler state) continues exactly where it stopped.
+the schedule's only state is the step count, and a run resumed from a checkpoint (weights,
+optimizer, step, history, RNG states, sampler state, running loss) continues exactly where it
+stopped: its weights and loss history are bit-identical to an uninterrupted run's. When and what
+``fit`` checkpoints is ``saver.py``'s job; the run folder and its lock are ``rundir.py``'s.
+
+A nan/inf loss is caught at the step it happens without a host sync per step (``LossWatch`` keeps
+the first bad step on the device; it is read every few steps, at evaluations and before a
+checkpoint); the run stops there and keeps its last good checkpoint.
 
 Weight decay and the l1/l2 penalties apply to weight matrices and kernels only (parameters of rank
 >= 2), never to biases or normalization parameters (as nanoGPT does for weight decay).
@@ -14,7 +20,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -26,6 +32,11 @@ from . import data
 from .config import Spec, TrainConfig
 from .losses import make_loss
 from .metrics import Metrics, fmt
+from .progress import Interval, LossWatch, describe_nonfinite
+from .rundir import METRICS, RUN, RunDir, save_json
+from .saver import Saver, claim
+
+_CHECK_EVERY = 25  # steps between reads of the device-side nan/inf flag (and progress-bar updates)
 
 
 def seed_everything(seed: int) -> None:
@@ -117,63 +128,22 @@ def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_pr
             x, y = _to(xy, dev)
             pred = _forward(model, x)
             if i == 0:
-                _check_targets(pred, source, cfg, "eval")
+                data.check_targets(pred, source, cfg, "eval")
             m.update(pred, y)
     model.train(was_training)
     return m.compute()
 
 
-def _check_targets(pred: torch.Tensor, source: data.Source, cfg: TrainConfig, key: str) -> None:
-    """Integer targets must index the model's classes (a clear error instead of an index assert)."""
-    top = source.target_max()
-    if cfg.loss.name != "cross_entropy" or top is None or pred.dim() == 0 or top < pred.shape[-1]:
-        return
-    hint = f"the model's vocabulary must be at least {source.vocab_size} (e.g. --set vocab={source.vocab_size})" \
-        if hasattr(source, "vocab_size") else None
-    raise NndslDataError(f"the {key} targets go up to {top}, but the model outputs {pred.shape[-1]} classes",
-                         cfg.spans.get(key), hint)
-
-
-def _check_inputs(model: torch.nn.Module, source: data.Source, cfg: TrainConfig, key: str) -> None:
-    """The data's x must have the kind of dtype the model's input declares (floats vs integers)."""
-    graph = getattr(model, "graph", None)
-    if graph is None or not getattr(graph, "inputs", None) or not hasattr(source, "x"):
-        return
-    want = graph.inputs[0].type
-    if want.is_float != source.x.is_floating_point():
-        raise NndslDataError(f"the {key} gives x as {str(source.x.dtype).replace('torch.', '')}, "
-                             f"but the model's input '{graph.inputs[0].name}' is {want}", cfg.spans.get(key))
-
-
-class _Interval:
-    """Running training loss and throughput since the last evaluation (loss kept on the device, so
-    there is no host sync per step; the wall clock is read after a sync, so CUDA time is counted)."""
-
-    def __init__(self, dev: torch.device):
-        self.dev, self.loss, self.n = dev, torch.zeros((), device=dev, dtype=torch.float64), 0
-        self.start, self.seconds = time.perf_counter(), 0.0
-
-    def mean(self) -> float:
-        return self.loss.item() / max(1, self.n)
-
-    def stop(self) -> float:
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
-        self.seconds = time.perf_counter() - self.start
-        return self.seconds
-
-    def rate(self) -> float:
-        seconds = self.seconds or time.perf_counter() - self.start
-        return self.n / seconds if seconds > 0 else 0.0
-
-
-def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None, *, device: Optional[str] = None,
-        resume: bool = False, output_is_probs: bool = False, progress: bool = True,
-        model_meta: Optional[dict] = None, log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
+def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, RunDir] = None, *,
+        device: Optional[str] = None, resume: bool = False, overwrite: bool = False, output_is_probs: bool = False,
+        progress: bool = True, model_meta: Optional[dict] = None,
+        log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
     """Train ``model`` per ``cfg``; write checkpoints and metrics under ``out_dir`` (None: write nothing).
 
-    ``device``: "cpu" | "cuda" | "auto" (default: ``cfg.device``). ``resume``: continue from
-    ``out_dir/optimizer.pt``. ``output_is_probs``: the model ends in softmax/sigmoid.
+    ``out_dir``: a folder, or a ``RunDir`` the caller opened (and locked) already.
+    ``device``: "cpu" | "cuda" | "auto" (default: ``cfg.device``). ``resume``: continue from the
+    newest good checkpoint in ``out_dir``; ``overwrite``: start afresh in a folder holding another run.
+    ``output_is_probs``: the model ends in softmax/sigmoid.
     ``model_meta`` goes into ``out_dir/run.json`` (``nndsl.load`` rebuilds the model from it).
     Returns ``{"final": {metric: value}, "history": [...], "samples_per_second": ..., "seconds": ...}``.
     """
@@ -182,7 +152,22 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
                                hint='e.g. data = mnist("data/mnist", split="train")')
     if resume and out_dir is None:
         raise NndslConfigError("--resume needs the run folder (--out)")
-    out_dir = Path(out_dir) if out_dir is not None else None
+    run = RunDir.open(out_dir) if out_dir is not None and not isinstance(out_dir, RunDir) else out_dir
+    try:
+        if run is not None:
+            if run.removed:
+                log(f"removed {len(run.removed)} leftovers of an interrupted run in {run.path}")
+            claim(run.path, resume=resume, overwrite=overwrite, log=log)
+        return _fit(model, cfg, run, device=device, resume=resume, output_is_probs=output_is_probs,
+                    progress=progress, model_meta=model_meta, log=log)
+    finally:
+        if run is not None and run is not out_dir:
+            run.close()
+
+
+def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, output_is_probs, progress,
+         model_meta, log) -> dict[str, Any]:
+    out_dir = run.path if run is not None else None
     dev = resolve_device(device or cfg.device)
     seed_everything(cfg.seed)
     if dev.type == "cuda":
@@ -192,9 +177,9 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
     train_src = data.load(cfg.data, cfg.base_dir)
     eval_src = data.load(cfg.eval, cfg.base_dir) if cfg.eval is not None else None
     log(f"data: {train_src.describe()}" + (f"; eval: {eval_src.describe()}" if eval_src is not None else ""))
-    _check_inputs(model, train_src, cfg, "data")
+    data.check_fits(model, train_src, cfg, "data")
     if eval_src is not None:
-        _check_inputs(model, eval_src, cfg, "eval")
+        data.check_fits(model, eval_src, cfg, "eval")
     # model, loss, optimizer, schedule
     model.to(dev).train()
     loss_fn = make_loss(cfg.loss, output_is_probs)
@@ -205,46 +190,66 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
     total = cfg.steps if step_mode else cfg.epochs * per_epoch
     schedule = Schedule(cfg.schedule, cfg.lr, total, per_epoch, step_mode)
     eval_every = (cfg.eval_every or max(1, math.ceil(total / 10))) if step_mode else per_epoch
-    ckpt_every = (cfg.checkpoint_every or 0) * (1 if step_mode else per_epoch)
+    saver = Saver(out_dir, cfg, every=cfg.checkpoint_every * (1 if step_mode else per_epoch)
+                  if cfg.checkpoint_every else eval_every, has_eval=eval_src is not None, log=log)
     sampler = torch.Generator().manual_seed(cfg.seed)  # random text windows in step mode
+    watch = LossWatch(dev)
 
     st: dict[str, Any] = {"step": 0, "history": [], "train_seconds": 0.0, "seconds": 0.0, "samples": 0,
                           "final": {}}
+    interval = None
     if resume:
-        saved = ckpt.load_state(out_dir / ckpt.STATE)
+        found, w, saved = ckpt.newest(out_dir, log=log)
         try:
-            model.load_state_dict(ckpt.load_weights(out_dir / ckpt.WEIGHTS))
+            model.load_state_dict(w)
             opt.load_state_dict(saved["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise NndslDataError(f"the checkpoint in {out_dir} does not fit this model or optimizer: "
+            sampler.set_state(saved["sampler"])
+            interval = Interval(dev, saved.get("interval"))
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise NndslDataError(f"the checkpoint {found.path} does not fit this model or optimizer: "
                                  f"{str(e).strip().splitlines()[0]}",
                                  hint="resume with the same model, hyperparameters and optimizer") from None
-        sampler.set_state(saved["sampler"])
         ckpt.set_rng_state(saved["rng"])
-        st.update({k: saved[k] for k in st if k in saved})
+        st.update({k: saved[k] for k in st})
+        saver.best_value, saver.last_saved = saved.get("best_value"), found.step
+        log(f"resuming from {found.path} (step {found.step})")
     if out_dir is not None:
         meta = dict(model_meta or {})
         meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs)
         if isinstance(train_src, data.TextSource):
             meta["vocab"] = train_src.vocab
-        ckpt.save_json(out_dir / ckpt.RUN, meta)
+        save_json(out_dir / RUN, meta)
     clock0, seconds0 = time.perf_counter(), st["seconds"]
-
-    def save() -> None:
-        st["seconds"] = seconds0 + time.perf_counter() - clock0
-        if out_dir is None:
-            return
-        ckpt.save_weights(out_dir / ckpt.WEIGHTS, model.state_dict())
-        ckpt.save_state(out_dir / ckpt.STATE, {"optimizer": opt.state_dict(), "sampler": sampler.get_state(),
-                                               "rng": ckpt.rng_state(), **st})
 
     def results() -> dict[str, Any]:
         rate = st["samples"] / st["train_seconds"] if st["train_seconds"] > 0 else 0.0
         return {"final": st["final"], "history": st["history"], "samples_per_second": rate,
                 "seconds": st["seconds"]}
 
-    def record(step: int, lr: float, iv: _Interval) -> None:
-        """Evaluate, append to the history, print one line, rewrite metrics.json."""
+    def check_finite(step: int) -> None:
+        """Stop with a clear message if a loss or a weight became nan/inf (one host sync)."""
+        bad = watch.first_bad()
+        if bad is not None:
+            raise NndslConfigError(f"the loss became {describe_nonfinite(bad[1])} at step {bad[0]}; "
+                                   f"{saver.where()}", cfg.spans.get("optimizer"),
+                                   f"lower the learning rate (now {schedule(bad[0] - 1):g}) or set clip = 1.0 "
+                                   "(the data were checked finite when loaded)")
+        name = ckpt.nonfinite(model.state_dict())
+        if name is not None:
+            raise NndslConfigError(f"the weight '{name}' became nan or inf by step {step}; {saver.where()}",
+                                   cfg.spans.get("optimizer"), "lower the learning rate or set clip = 1.0")
+
+    def save(step: int, periodic: bool = True, best: bool = False) -> None:
+        st["seconds"] = seconds0 + time.perf_counter() - clock0
+        if out_dir is None:
+            return
+        check_finite(step)
+        saver.save(step, model, {"optimizer": opt.state_dict(), "sampler": sampler.get_state(),
+                                 "rng": ckpt.rng_state(), "interval": iv.state(), **st}, periodic=periodic, best=best)
+
+    def record(step: int, lr: float) -> bool:
+        """Evaluate, append to the history, print one line, rewrite metrics.json; True if a new best."""
+        check_finite(step)
         st["train_seconds"] += iv.stop()
         st["samples"] += iv.n
         entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, "train_loss": iv.mean()}
@@ -260,14 +265,15 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
         log(f"{where}  {shown}  ({iv.rate():,.0f} samples/s)")
         st["seconds"] = seconds0 + time.perf_counter() - clock0
         if out_dir is not None:
-            ckpt.save_json(out_dir / ckpt.METRICS, results())
+            save_json(out_dir / METRICS, results(), "metrics")
+        return saver.improved(entry)
 
     start = st["step"]
     if start >= total:
         log(f"already trained to step {start} of {total}; nothing to do")
     batches = data.train_batches(train_src, cfg.batch, seed=cfg.seed, start=start, step_mode=step_mode,
                                  generator=sampler, workers=cfg.workers, pin=dev.type == "cuda")
-    iv, bar, step = _Interval(dev), None, start
+    iv, bar, step = interval or Interval(dev), None, start
     try:
         while step < total:
             if bar is None:  # one bar per epoch (epoch mode) or for the whole run (step mode)
@@ -287,24 +293,27 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
             opt.step()
             step += 1
             st["step"] = step
-            iv.loss += loss.detach() * len(y)
-            iv.n += len(y)
+            watch.update(loss, step)
+            iv.add(loss, len(y))
             bar.update(1)
-            if bar.n % 25 == 0 or step % eval_every == 0 or step == total:
-                _show(bar, iv, lr, step, cfg)
+            if step % _CHECK_EVERY == 0:
+                check_finite(step)
+                if progress:
+                    bar.set_postfix_str(f"loss {iv.mean():.4f}  lr {lr:.2e}  {iv.rate():,.0f} samples/s",
+                                        refresh=False)
+            improved = False
             if step % eval_every == 0 or step == total:
                 if not step_mode:
                     bar.close()
                     bar = None
-                record(step, lr, iv)
-                iv = _Interval(dev)
-            if ckpt_every and step % ckpt_every == 0 and step < total:
-                save()
+                improved = record(step, lr)
+                iv = Interval(dev)
+            periodic = step == total or saver.due(step)
+            if periodic or improved:
+                save(step, periodic=periodic, best=improved)
     except KeyboardInterrupt:
-        if out_dir is not None:
-            st["train_seconds"] += iv.stop()
-            st["samples"] += iv.n
-            save()
+        if out_dir is not None and st["step"] != saver.last_saved:
+            save(st["step"])
             log(f"interrupted at step {st['step']}; checkpoint saved in {out_dir} (continue with --resume)")
         raise
     finally:
@@ -312,10 +321,10 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Optional[Path] = None
             bar.close()
     if not st["final"] and eval_src is not None:
         st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
-    save()
+    st["seconds"] = seconds0 + time.perf_counter() - clock0
     out = results()
     if out_dir is not None:
-        ckpt.save_json(out_dir / ckpt.METRICS, out)
+        save_json(out_dir / METRICS, out, "metrics")
     return out
 
 
@@ -327,17 +336,9 @@ def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainC
         pred = _forward(model, x)
     except (ValueError, TypeError) as e:  # the compiled forward's input check
         raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
-    _check_targets(pred, source, cfg, "data")
+    data.check_targets(pred, source, cfg, "data")
     try:
         return loss_fn(pred, y)
     except NndslError as e:
         e.span = e.span or cfg.spans.get("loss")
         raise
-
-
-def _show(bar, iv: _Interval, lr: float, step: int, cfg: TrainConfig) -> None:
-    mean = iv.mean()
-    if not math.isfinite(mean):
-        raise NndslConfigError(f"the loss became {mean} by step {step}", cfg.spans.get("optimizer"),
-                               "lower the learning rate, or set clip = 1.0")
-    bar.set_postfix_str(f"loss {mean:.4f}  lr {lr:.2e}  {iv.rate():,.0f} samples/s", refresh=False)

@@ -59,7 +59,7 @@ def test_run_trains_writes_and_loads(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and metrics["history"][-1]["step"] == 2 * math.ceil(90 / 16)
     model = nndsl.load(out)
-    state = nndsl.runtime.checkpoint.load_weights(out / "model.safetensors")
+    _, state = nndsl.runtime.checkpoint.load_weights(out)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     # the same command again gives the same run: the seed fixes the initial weights too
@@ -94,7 +94,7 @@ def test_check_and_compile(tmp_path):
     assert 'Model "Tiny"' in res.output and "Total params: 50" in res.output  # 5*7+7 + 7+1
     assert "train: 2 epochs, batch 16" in res.output
     py = _invoke("compile", src, "--emit", "python")
-    assert py.exit_code == 0 and "def forward(self, x):" in py.output
+    assert py.exit_code == 0 and "def forward(self, v0):" in py.output
     ir = _invoke("compile", src, "--emit", "ir")
     assert ir.exit_code == 0 and "graph Tiny" in ir.output
 

@@ -70,11 +70,12 @@ def test_run_trains_a_few_steps_and_loads_back(file, model, extra, tmp_path, spo
     assert metrics["final"], metrics
     assert all(math.isfinite(v) for v in metrics["final"].values()), metrics
     assert metrics["samples_per_second"] > 0 and metrics["history"]
-    assert (out / "model.safetensors").is_file() and (out / "optimizer.pt").is_file()
+    newest = nndsl.runtime.checkpoint.listing(out)[-1].path
+    assert (newest / "model.safetensors").is_file() and (newest / "state.pt").is_file()
     trained = nndsl.load(out)
     from safetensors.torch import load_file
 
-    saved = load_file(str(out / "model.safetensors"))
+    saved = load_file(str(newest / "model.safetensors"))
     state = trained.state_dict()
     assert set(saved) == set(state), (sorted(saved), sorted(state))
     for k, v in saved.items():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nndsl.kernels.attention import _attention_bwd, _attention_fwd, attention, attention_reference
+from nndsl.kernels.dropout import dropout_mask
 from tolerance import TOL, TOL_TF32, assert_close
 
 
@@ -21,15 +22,19 @@ def _qkv(B, H, Tq, Tk, D, *, device="cpu", dtype=torch.float32, mag=1.0):
     return q, k, v
 
 
-def _check(q, k, v, causal=False, scale=None, tol=TOL[torch.float32], grad_tol=None, do=None):
-    """attention(q, k, v) and its q/k/v gradients against the reference run in float64."""
+def _check(q, k, v, causal=False, scale=None, tol=TOL[torch.float32], grad_tol=None, do=None,
+           dropout_p=0.0, seed=None):
+    """attention(q, k, v) and its q/k/v gradients against the reference run in float64. With dropout
+    the reference gets the mask materialized by dropout_mask for the same seed."""
     grad_tol = tol if grad_tol is None else grad_tol
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    out = attention(q, k, v, causal=causal, scale=scale)
+    out = attention(q, k, v, causal=causal, scale=scale, dropout_p=dropout_p, seed=seed)
     do = torch.randn_like(out) if do is None else do
     grads = torch.autograd.grad(out, (q, k, v), do)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    ref = attention_reference(q64, k64, v64, causal=causal, scale=scale)
+    shape = (*q.shape[:3], k.shape[2])
+    mask = dropout_mask(seed, shape, dropout_p, q.device) if dropout_p else None
+    ref = attention_reference(q64, k64, v64, causal=causal, scale=scale, dropout_p=dropout_p, mask=mask)
     ref_grads = torch.autograd.grad(ref, (q64, k64, v64), do.double())
     assert_close("out", out, ref, tol)
     for name, g, r in zip(("dq", "dk", "dv"), grads, ref_grads):
@@ -126,6 +131,65 @@ def test_launchers_write_every_element(causal):
         assert_close(name, g, r, TOL[torch.float32])
 
 
+# (B, H, Tq, Tk, D, causal, p): ragged against the 16-wide tiles, Tq != Tk, causal and not
+DROPOUT_CASES = [
+    (2, 3, 37, 37, 16, True, 0.1),
+    (2, 3, 37, 37, 24, False, 0.5),
+    (1, 2, 37, 45, 24, False, 0.1),
+    (1, 2, 45, 45, 16, True, 0.5),
+]
+
+
+@pytest.mark.parametrize("B,H,Tq,Tk,D,causal,p", DROPOUT_CASES)
+def test_attention_dropout_matches_reference(B, H, Tq, Tk, D, causal, p):
+    """Forward and both backward kernels drop by the mask dropout_mask names for the seed."""
+    _check(*_qkv(B, H, Tq, Tk, D), causal=causal, dropout_p=p, seed=4321)
+
+
+def test_attention_dropout_only_q_needs_grad():
+    q, k, v = _qkv(1, 2, 37, 20, 24)
+    q.requires_grad_()
+    out = attention(q, k, v, dropout_p=0.3, seed=9)
+    do = torch.randn_like(out)
+    (dq,) = torch.autograd.grad(out, (q,), do)
+    q64 = q.detach().double().requires_grad_()
+    ref = attention_reference(q64, k.double(), v.double(), dropout_p=0.3, seed=9)
+    (ref_dq,) = torch.autograd.grad(ref, (q64,), do.double())
+    assert_close("out", out, ref, TOL[torch.float32])
+    assert_close("dq", dq, ref_dq, TOL[torch.float32])
+
+
+def test_attention_dropout_zero_is_unchanged():
+    """p = 0: the very same numbers as a call without dropout, whatever the seed, and no draw from torch."""
+    q, k, v = _qkv(1, 2, 37, 37, 24)
+    state = torch.get_rng_state()
+    want = attention(q, k, v, causal=True)
+    assert torch.equal(attention(q, k, v, causal=True, dropout_p=0.0, seed=5), want)
+    assert torch.equal(attention(q, k, v, causal=True, dropout_p=0.0), want)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_attention_dropout_seeds():
+    q, k, v = _qkv(1, 1, 37, 37, 16)
+    out = attention(q, k, v, dropout_p=0.5, seed=1)
+    assert torch.equal(out, attention(q, k, v, dropout_p=0.5, seed=1))
+    assert not torch.allclose(out, attention(q, k, v, dropout_p=0.5, seed=2))
+    torch.manual_seed(3)
+    drawn = attention(q, k, v, causal=True, dropout_p=0.5)
+    torch.manual_seed(3)
+    assert torch.equal(attention(q, k, v, causal=True, dropout_p=0.5), drawn)
+
+
+def test_attention_dropout_errors():
+    q, k, v = _qkv(1, 1, 8, 8, 16)
+    with pytest.raises(ValueError, match="dropout_p must be in"):
+        attention(q, k, v, dropout_p=1.5)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        attention(q, k, v, dropout_p=0.5, seed="x")
+    with pytest.raises(ValueError, match="mask must have the probabilities' shape"):
+        attention_reference(q, k, v, dropout_p=0.5, mask=torch.ones(1, 1, 8, 9, dtype=torch.bool))
+
+
 def test_attention_half_on_cpu_falls_back_to_reference():
     # the interpreter cannot run bf16 / fp16 tiles: CPU half inputs take the reference path
     q, k, v = (t.to(torch.bfloat16) for t in _qkv(1, 2, 9, 9, 16))
@@ -193,6 +257,15 @@ def test_attention_cuda(B, H, Tq, Tk, D, causal, dtype):
     q, k, v = _qkv(B, H, Tq, Tk, D, device="cuda", dtype=dtype)
     tol = CUDA_TOL[dtype]
     _check(q, k, v, causal=causal, tol=tol, grad_tol=2 * tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("B,H,Tq,Tk,D,causal", [(4, 6, 256, 256, 64, True), (1, 4, 777, 1031, 128, False)])
+def test_attention_cuda_dropout(B, H, Tq, Tk, D, causal, dtype):
+    tol = CUDA_TOL[dtype]
+    _check(*_qkv(B, H, Tq, Tk, D, device="cuda", dtype=dtype), causal=causal, tol=tol, grad_tol=2 * tol,
+           dropout_p=0.2, seed=77)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -12,6 +12,7 @@ import importlib
 import pytest
 import torch
 
+from nndsl.kernels.dropout import dropout_mask
 from nndsl.kernels.matmul import ACTIVATIONS, matmul, matmul_backward, matmul_forward, matmul_reference
 from tolerance import TOL, TOL_TF32, assert_close
 
@@ -30,14 +31,18 @@ def _inputs(a_shape, b_shape, bias=True, residual=True, device="cpu", dtype=torc
             torch.randn(out_shape, **new) if residual else None)
 
 
-def _check(a, b, bias=None, residual=None, activation=None, tol=TOL[torch.float32], grad_of=NAMES):
-    """matmul forward + backward vs the float64 reference; every gradient in `grad_of` compared."""
+def _check(a, b, bias=None, residual=None, activation=None, tol=TOL[torch.float32], grad_of=NAMES,
+           dropout_p=0.0, seed=None):
+    """matmul forward + backward vs the float64 reference; every gradient in `grad_of` compared.
+    With dropout the reference gets the mask materialized by dropout_mask for the same seed."""
     args = [t.detach().requires_grad_(n in grad_of) if t is not None else None
             for n, t in zip(NAMES, (a, b, bias, residual))]
     ref_args = [t.detach().to(torch.float64).requires_grad_(t.requires_grad) if t is not None else None
                 for t in args]
-    y = matmul(args[0], args[1], args[2], activation, args[3])
-    y_ref = matmul_reference(ref_args[0], ref_args[1], ref_args[2], activation, ref_args[3])
+    y = matmul(args[0], args[1], args[2], activation, args[3], dropout_p=dropout_p, seed=seed)
+    mask = dropout_mask(seed, y.shape, dropout_p, y.device) if dropout_p else None
+    y_ref = matmul_reference(ref_args[0], ref_args[1], ref_args[2], activation, ref_args[3],
+                             dropout_p=dropout_p, mask=mask)
     assert_close("y", y, y_ref, tol)
     names = [n for n, t in zip(NAMES, args) if t is not None and t.requires_grad]
     if not names:
@@ -136,6 +141,57 @@ def test_reference_fallback(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# Interpreter: dropout in the epilogue (mask from dropout_mask, regenerated in the backward)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("a_shape,b_shape,bias,activation,residual", [
+    ((37, 19), (19, 29), False, None, False),  # dropout alone: the backward regenerates grad * keep
+    ((37, 19), (19, 29), True, None, True),  # the GPT residual projection: x + dropout(linear(h))
+    ((37, 19), (19, 29), True, "gelu", True),  # with an activation the mask rides in s
+    ((2, 37, 19), (19, 29), False, "relu", False),  # batched a, one GEMM over 74 rows
+    ((2, 37, 19), (2, 19, 29), True, "silu", True),  # batched b: rows counted across batch entries
+])
+def test_dropout(p, a_shape, b_shape, bias, activation, residual):
+    a, b, bias_t, res = _inputs(a_shape, b_shape, bias=bias, residual=residual)
+    _check(a, b, bias_t, res, activation, dropout_p=p, seed=1234)
+
+
+def test_dropout_only_some_grads():
+    a, b, bias, res = _inputs((2, 37, 19), (19, 29))
+    for grad_of in (("a",), ("b", "bias"), ("residual",)):
+        _check(a, b, bias, res, None, grad_of=grad_of, dropout_p=0.3, seed=5)
+        _check(a, b, bias, res, "tanh", grad_of=grad_of, dropout_p=0.3, seed=5)
+
+
+def test_dropout_zero_is_unchanged():
+    """p = 0: the very same numbers as a call without dropout, whatever the seed, and no draw from torch."""
+    a, b, bias, res = _inputs((37, 19), (19, 29))
+    state = torch.get_rng_state()
+    want = matmul(a, b, bias, "gelu", res)
+    assert torch.equal(matmul(a, b, bias, "gelu", res, dropout_p=0.0, seed=77), want)
+    assert torch.equal(matmul(a, b, bias, "gelu", res, dropout_p=0.0), want)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_dropout_seeds():
+    a, b, bias, _ = _inputs((37, 19), (19, 29), residual=False)
+    y = matmul(a, b, bias, dropout_p=0.5, seed=3)
+    assert torch.equal(y, matmul(a, b, bias, dropout_p=0.5, seed=3))
+    assert not torch.equal(y != 0, matmul(a, b, bias, dropout_p=0.5, seed=4) != 0)
+    torch.manual_seed(11)
+    drawn = matmul(a, b, bias, dropout_p=0.5)
+    torch.manual_seed(11)
+    assert torch.equal(matmul(a, b, bias, dropout_p=0.5), drawn)
+
+
+def test_dropout_reference_fallback_draws_the_kernel_mask(monkeypatch):
+    a, b, bias, res = _inputs((2, 37, 19), (19, 29))
+    kernel = matmul(a, b, bias, "gelu", res, dropout_p=0.5, seed=8)
+    monkeypatch.setattr(mod, "use_triton", lambda *t: False)
+    assert_close("fallback", matmul(a, b, bias, "gelu", res, dropout_p=0.5, seed=8), kernel, TOL[torch.float32])
+
+
+# ----------------------------------------------------------------------------------------------
 # Interpreter: launchers write every element (outputs pre-filled with NaN)
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("a_shape,b_shape", [((33, 17), (17, 35)), ((2, 3, 7, 17), (2, 3, 17, 9))])
@@ -178,6 +234,15 @@ def test_errors(args, match):
         matmul(*args)
 
 
+def test_dropout_errors():
+    with pytest.raises(ValueError, match="dropout_p must be in"):
+        matmul(torch.randn(3, 4), torch.randn(4, 6), dropout_p=1.0)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        matmul(torch.randn(3, 4), torch.randn(4, 6), dropout_p=0.5, seed=-3)
+    with pytest.raises(ValueError, match="mask must have the output shape"):
+        matmul_reference(torch.randn(3, 4), torch.randn(4, 6), dropout_p=0.5, mask=torch.ones(6, 3, dtype=torch.bool))
+
+
 def test_out_buffer_errors():
     with pytest.raises(ValueError, match="out must be"):
         matmul_forward(torch.randn(3, 4), torch.randn(4, 6), out=torch.empty(6, 3))
@@ -205,6 +270,17 @@ CUDA_DTYPES = [(torch.float32, _FP32_TOL), (torch.float16, TOL[torch.float16]),
 def test_cuda(dtype, tol, a_shape, b_shape, activation, bias, residual):
     a, b, bias_t, res = _inputs(a_shape, b_shape, bias, residual, device="cuda", dtype=dtype)
     _check(a, b, bias_t, res, activation, tol=tol)
+
+
+@cuda
+@pytest.mark.parametrize("dtype,tol", CUDA_DTYPES)
+@pytest.mark.parametrize("a_shape,b_shape,activation", [
+    ((8, 256, 384), (384, 384), None),  # baby GPT residual projection: x + dropout(linear(h))
+    ((1000, 999), (999, 1001), "gelu"),  # ragged, mask carried in s
+])
+def test_cuda_dropout(dtype, tol, a_shape, b_shape, activation):
+    a, b, bias_t, res = _inputs(a_shape, b_shape, True, True, device="cuda", dtype=dtype)
+    _check(a, b, bias_t, res, activation, tol=tol, dropout_p=0.2, seed=2024)
 
 
 @cuda

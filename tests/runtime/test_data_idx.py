@@ -30,7 +30,7 @@ def test_read_idx_round_trips_every_type(tmp_path, dtype, shape, gz):
 def test_read_idx_checks_magic_and_length(tmp_path):
     labels = np.arange(10, dtype=np.uint8)
     path = write_idx(tmp_path / "labels.gz", labels)
-    with pytest.raises(NndslDataError, match="magic number 2049, expected 2051"):
+    with pytest.raises(NndslDataError, match=r"magic number 2049 \(u8, 1 dim\), expected 2051 \(u8, 3 dims\)"):
         read_idx(path, expect_magic=2051)
     bad = write_idx(tmp_path / "bad.gz", labels, magic_override=0x12340801)
     with pytest.raises(NndslDataError, match="not an IDX file"):

@@ -12,6 +12,7 @@ from nndsl.errors import NndslConfigError, NndslDataError
 from nndsl.runtime import checkpoint as ckpt
 from nndsl.runtime.config import Spec
 from nndsl.runtime.data import synthetic_regression
+from nndsl.runtime.rundir import read_meta
 from nndsl.runtime.train import Schedule, build_optimizer, evaluate, fit
 
 
@@ -50,12 +51,17 @@ def test_fit_learns_linear_regression_and_writes_its_files(tmp_path):
     assert [h["epoch"] for h in out["history"]] == [1.0, 2.0, 3.0, 4.0]
     assert out["history"][-1]["step"] == 4 * math.ceil(301 / 16)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["metrics.json", "model.safetensors", "optimizer.pt", "run.json"], files
+    assert files == [".lock", "checkpoints", "metrics.json", "run.json"], files
+    # every epoch checkpointed, the newest 2 kept; the best (by mse) is the last epoch's
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["best-step-000000076", "step-000000057", "step-000000076"], names
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics) == {"final", "history", "samples_per_second", "seconds"} and metrics["samples_per_second"] > 0
-    meta, state = ckpt.load_run(tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["model"] == "Lin" and meta["train"]["optimizer"]["name"] == "sgd"
-    torch.testing.assert_close(state["weight"], model.weight.detach())
+    where, state = ckpt.load_weights(tmp_path / "run")
+    assert where.parent.name == "step-000000076"
+    assert torch.equal(state["weight"], model.weight.detach())
 
 
 class CharModel(torch.nn.Module):
@@ -104,7 +110,7 @@ def test_resume_in_step_mode_continues_exactly(tmp_path):
     broken = _fresh(CharModel, 28, fail_at=5)  # fails during step 5; the last checkpoint is at step 3
     with pytest.raises(RuntimeError, match="stop here"):
         fit(broken, section(body), tmp_path / "b", device="cpu", progress=False, log=lambda s: None)
-    assert torch.load(tmp_path / "b" / "optimizer.pt", weights_only=True)["step"] == 3
+    assert [c.step for c in ckpt.listing(tmp_path / "b") if not c.best] == [3]
     resumed = _fresh(CharModel, 28)
     out = fit(resumed, section(body), tmp_path / "b", device="cpu", resume=True, progress=False, log=lambda s: None)
     _assert_same_weights(whole, resumed)
@@ -182,29 +188,8 @@ def test_divergence_is_reported(tmp_path):
     assert "lower the learning rate" in info.value.hint and info.value.span is not None
 
 
-def test_atomic_writes_keep_the_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "model.safetensors"
-    ckpt.save_weights(path, {"w": torch.arange(6.0).reshape(2, 3)})
-    before = path.read_bytes()
-
-    def broken(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(ckpt, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
-        ckpt.save_weights(path, {"w": torch.zeros(2, 3)})
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"], "temp file left behind"
-    monkeypatch.undo()
-    tied = torch.randn(3, 2)
-    ckpt.save_weights(path, {"a": tied, "b": tied})  # shared storage (tied weights) is fine
-    assert torch.equal(ckpt.load_weights(path)["b"], tied)
-
-
 def test_resume_without_a_checkpoint(tmp_path):
     with pytest.raises(NndslDataError, match="nothing to resume"):
         fit(torch.nn.Linear(10, 1), section(REGRESSION), tmp_path, device="cpu", resume=True, progress=False)
     with pytest.raises(NndslDataError, match="not an nndsl run folder"):
-        ckpt.load_run(tmp_path)
+        read_meta(tmp_path)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from nndsl.errors import NndslConfigError
 from nndsl.runtime.config import Spec
 from nndsl.runtime.losses import binary_cross_entropy, cross_entropy, make_loss, mse
 from nndsl.runtime.metrics import Metrics, macro_f1
@@ -131,3 +132,23 @@ def test_binary_accuracy_from_one_output():
     probs = Metrics(["accuracy"], output_is_probs=True)
     probs.update(torch.sigmoid(logits), y)
     assert probs.compute()["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("probs", [False, True])
+def test_cross_entropy_refuses_float_labels_instead_of_truncating_them(probs):
+    pred = torch.randn(5, 3)
+    y = torch.tensor([0.0, 1.7, 2.0, 0.2, 1.0])
+    with pytest.raises(NndslConfigError, match="cross_entropy takes integer class labels, but the targets are float32"):
+        cross_entropy(pred, y, output_is_probs=probs)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "perplexity"])
+def test_class_metrics_refuse_float_labels(metric):
+    m = Metrics([metric])
+    with pytest.raises(NndslConfigError, match=f"{metric} takes integer class labels"):
+        m.update(torch.randn(6, 4), torch.rand(6) * 3)
+
+
+def test_mse_refuses_class_indices_for_several_outputs():
+    with pytest.raises(NndslConfigError, match=r"mse: the model's output \[7, 4\] does not fit targets \[7\]"):
+        mse(torch.randn(7, 4), torch.randint(0, 4, (7,)))

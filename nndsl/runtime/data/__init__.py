@@ -21,6 +21,7 @@ from .idx import fashion_mnist, mnist, read_idx
 from .sources import (EpochBatches, Source, TextSource, batches_per_epoch, eval_batches, loader,
                       train_batches)
 from .text import text
+from .validate import check_targets, fits as check_fits, loaded
 
 DATASETS: dict[str, Callable[..., Source]] = {
     "mnist": mnist,
@@ -33,15 +34,22 @@ DATASETS: dict[str, Callable[..., Source]] = {
 
 
 def load(spec, base_dir: Optional[Path]) -> Source:
-    """The dataset a ``Spec`` names; errors without a location get the spec's (the train entry's)."""
+    """The dataset a ``Spec`` names, checked on its own (``validate.loaded``: non-empty, finite);
+    errors without a location get the spec's (the train entry's)."""
     try:
-        return DATASETS[spec.name](**spec.kwargs, base_dir=base_dir)
+        return loaded(DATASETS[spec.name](**spec.kwargs, base_dir=base_dir), _what(spec))
     except NndslError as e:
         if e.span is None:
             e.span = spec.span
         raise
 
 
-__all__ = ["DATASETS", "load", "Source", "TextSource", "EpochBatches", "batches_per_epoch", "eval_batches",
-           "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
+def _what(spec) -> str:
+    """``npz('letters.npz')``: the set named as in messages."""
+    first = next(iter(spec.kwargs.values()), None) if spec.name != "synthetic_regression" else None
+    return f"{spec.name}({first!r})" if isinstance(first, str) else f"{spec.name}()"
+
+
+__all__ = ["DATASETS", "load", "loaded", "check_fits", "check_targets", "Source", "TextSource", "EpochBatches",
+           "batches_per_epoch", "eval_batches", "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
            "read_idx"]

@@ -6,6 +6,7 @@ data. Image files have magic 2051 (u8, 3 dims), label files 2049 (u8, 1 dim).
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from ...errors import NndslDataError
+from . import validate
 from .paths import resolve
 from .sources import Source
 
@@ -37,17 +39,24 @@ def read_idx(path: Path, expect_magic: Optional[int] = None) -> np.ndarray:
         raise NndslDataError(f"{path} is not an IDX file (bad header {raw[:4].hex() or 'empty'})")
     magic = int.from_bytes(raw[:4], "big")
     if expect_magic is not None and magic != expect_magic:
-        raise NndslDataError(f"{path}: magic number {magic}, expected {expect_magic}")
+        raise NndslDataError(f"{path}: magic number {magic} ({_layout(magic)}), expected {expect_magic} "
+                             f"({_layout(expect_magic)})")
     ndim = raw[3]
     head = 4 + 4 * ndim
     if len(raw) < head:
         raise NndslDataError(f"{path}: truncated header")
     dims = struct.unpack(f">{ndim}I", raw[4:head])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    want = int(np.prod(dims)) * dtype.itemsize
+    want = math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow it
     if len(raw) - head != want:
         raise NndslDataError(f"{path}: {len(raw) - head} data bytes, expected {want} for shape {list(dims)}")
     return np.frombuffer(raw, dtype=dtype, offset=head).reshape(dims)
+
+
+def _layout(magic: int) -> str:
+    """``u8, 1 dim``: what an IDX magic number says of its file."""
+    dtype, ndim = np.dtype(_IDX_TYPES[(magic >> 8) & 0xFF]), magic & 0xFF
+    return f"{dtype.kind}{dtype.itemsize * 8}, {ndim} dim{'s' * (ndim != 1)}"
 
 
 def _find(root: str, name: str, base_dir: Optional[Path]) -> Path:
@@ -65,12 +74,13 @@ def load_idx_pair(kind: str, root: str, split: str, normalize: bool, base_dir: O
     images = read_idx(_find(root, images_name, base_dir), IMAGES_MAGIC)
     labels = read_idx(_find(root, labels_name, base_dir), LABELS_MAGIC)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise NndslDataError(f"{kind} {split}: images {list(images.shape)} do not match labels {list(labels.shape)}")
+        raise NndslDataError(f"{kind} {split}: images {list(images.shape)} do not match labels {list(labels.shape)}",
+                             hint="expected images [N, H, W] and labels [N]")
     x = torch.from_numpy(images.astype(np.float32)).div_(255.0).unsqueeze(1)  # [N, 1, H, W] in [0, 1]
     if normalize:
         mean, std = _STATS[kind]
         x.sub_(mean).div_(std)
-    y = torch.from_numpy(labels.astype(np.int64))
+    y = validate.labels(labels, "y", f"{kind} {split}")
     return Source(x, y, num_classes=10)
 
 

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ...errors import NndslDataError
+
 _EVAL_SEED = 0x5EED  # the fixed order (and windows) of `eval_batches` evaluations
 
 
@@ -25,7 +27,7 @@ class Source:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, **info: Any):
         if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+            raise NndslDataError(f"x has {len(x)} examples but y has {len(y)}")
         self.x, self.y = x, y
         for k, v in info.items():
             setattr(self, k, v)
@@ -35,13 +37,6 @@ class Source:
 
     def __getitem__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[idx], self.y[idx]
-
-    def target_max(self) -> Optional[int]:
-        """The largest integer target (to check it against the model's class count), or None."""
-        if not hasattr(self, "_target_max"):
-            integer = self.y.dtype in (torch.int64, torch.int32, torch.uint8, torch.int16)
-            self._target_max = int(self.y.max()) if integer and self.y.numel() else None
-        return self._target_max
 
     def describe(self) -> str:
         return f"{len(self):,} examples, x {_shape(self.x)}, y {_shape(self.y)}"
@@ -74,9 +69,6 @@ class TextSource(Source):
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(len(self.tokens) - self.context, (batch,), generator=generator)
         return self._windows(starts)
-
-    def target_max(self) -> Optional[int]:
-        return self.vocab_size - 1
 
     def decode(self, ids) -> str:
         return "".join(self.vocab[int(i)] for i in ids)

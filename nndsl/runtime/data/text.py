@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ...errors import NndslConfigError, NndslDataError
-from .paths import resolve
+from .paths import resolve, text_position
 from .sources import TextSource
 
 
@@ -17,9 +17,14 @@ from .sources import TextSource
 def _encode(path: str, mtime: float) -> tuple[torch.Tensor, tuple[str, ...]]:
     """The file as token ids over its sorted character set (cached: data and eval read one file)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise NndslDataError(f"cannot read {path}: {e}") from None
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = text_position(raw, e.start)
+        raise NndslDataError(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{raw[e.start]:02x})",
+                             hint="text() reads UTF-8; convert the file, e.g. iconv -t utf-8") from None
+    except OSError as e:
+        raise NndslDataError(f"cannot read {path}: {e.strerror or e}") from None
     # code points, then their sorted unique values (== sorted(set(text))) and each one's rank
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     uniq, ids = np.unique(codes, return_inverse=True)
