@@ -35,9 +35,14 @@ FUSED_OPS = ("fused_linear", "fused_matmul", "fused_conv2d", "flash_attention", 
 
 # activation -> torch expression of z
 _ACT_CODE = {
-    "none": "{z}", "relu": "F.relu({z})", "gelu": "F.gelu({z})", "gelu_tanh": "F.gelu({z}, approximate='tanh')",
+    "none": "{z}", "relu": "F.relu({z})", "gelu": "F.gelu({z})", "gelu_tanh": "F.gelu({z}, approximate={tanh})",
     "silu": "F.silu({z})", "sigmoid": "torch.sigmoid({z})", "tanh": "torch.tanh({z})",
 }
+
+
+def _act(e: EmitCtx, act: str, z: str) -> str:
+    """``act`` applied to the expression ``z``."""
+    return _ACT_CODE[act].format(z=z, tanh=e.lit("tanh"))
 
 
 def _sub(c: InferCtx, op_name: str, idx: list[int], attrs: dict) -> TensorType:
@@ -84,10 +89,10 @@ def _epilogue_emit(e: EmitCtx, base: str) -> str:
     else:
         z = f"{e.ins[0]} @ {e.ins[1]}" + (f" + {bias}" if bias else "")
         z = f"({z})"
-    z = _ACT_CODE[a.get("activation", "none")].format(z=z)
+    z = _act(e, a.get("activation", "none"), z)
     p = float(a.get("dropout", 0.0))
     if p > 0.0:
-        z = f"F.dropout({z}, {p!r}, self.training)"
+        z = f"F.dropout({z}, {e.lit(p)}, self.training)"
     if a.get("residual"):
         z = f"{e.ins[-1]} + {z}"
     return z
@@ -112,10 +117,10 @@ _CONV_KEYS = ("stride", "padding", "dilation", "groups")
 def _conv_emit(e: EmitCtx) -> str:
     a = e.attrs
     bias = e.ins[2] if len(e.ins) > 2 else "None"
-    z = (f"F.conv2d({e.ins[0]}, {e.ins[1]}, {bias}, stride={ntuple(a.get('stride', 1), 2)}, "
-         f"padding={ntuple(a.get('padding', 0), 2)}, dilation={ntuple(a.get('dilation', 1), 2)}, "
-         f"groups={a.get('groups', 1)})")
-    return _ACT_CODE[a.get("activation", "none")].format(z=z)
+    z = (f"F.conv2d({e.ins[0]}, {e.ins[1]}, {bias}, stride={e.lit(ntuple(a.get('stride', 1), 2))}, "
+         f"padding={e.lit(ntuple(a.get('padding', 0), 2))}, dilation={e.lit(ntuple(a.get('dilation', 1), 2))}, "
+         f"groups={e.lit(a.get('groups', 1))})")
+    return _act(e, a.get("activation", "none"), z)
 
 
 @op("fused_conv2d", emit=_conv_emit)
@@ -153,11 +158,11 @@ def _row_emit(e: EmitCtx) -> str:
     if "softmax" in base:
         return f"torch.{base}({e.ins[0]}, dim=-1)"
     last = e.dim(e.node.inputs[0].type.shape[-1])
-    eps = float(e.attrs.get("eps", 1e-5))
+    eps = e.lit(float(e.attrs.get("eps", 1e-5)))
     w = e.ins[1] if len(e.ins) > 1 else "None"
     if base == "layernorm":
-        return f"F.layer_norm({e.ins[0]}, ({last},), {w}, {e.ins[2] if len(e.ins) > 2 else 'None'}, {eps!r})"
-    return f"F.rms_norm({e.ins[0]}, ({last},), {w}, {eps!r})"
+        return f"F.layer_norm({e.ins[0]}, ({last},), {w}, {e.ins[2] if len(e.ins) > 2 else 'None'}, {eps})"
+    return f"F.rms_norm({e.ins[0]}, ({last},), {w}, {eps})"
 
 
 for _name in ("layernorm_kernel", "rmsnorm_kernel", "softmax_kernel", "log_softmax_kernel"):
