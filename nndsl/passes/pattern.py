@@ -6,7 +6,8 @@ A pattern is a tree that reads like the math it matches::
 
 * ``V("x")`` matches any value and captures it as ``x``; the same name twice must be the same value.
 * ``O.<op>(*args, **attrs)`` (or ``O("relu|gelu", ...)`` for alternatives) matches a value produced
-  by that op (``O.<op>()`` with no argument patterns takes any inputs); keyword arguments constrain attrs (a value, or a predicate on the attr's value).
+  by that op (``O.<op>()`` with no argument patterns takes any inputs); keyword arguments
+  constrain attrs (a value, or a predicate on the attr's value).
   ``add``, ``mul``, ``maximum`` and ``minimum`` are commutative: both operand orders are tried.
 * ``OneOf(p1, p2)`` matches either alternative.
 * ``optional=True`` on a trailing argument lets it be absent (``linear`` with or without bias).

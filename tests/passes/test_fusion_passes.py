@@ -38,14 +38,15 @@ def test_raise_leaves_a_mask_that_is_not_causal_and_says_why():
 
 
 def test_raise_leaves_attention_whose_scores_are_used_elsewhere():
-    g = apply(attn("s = q @ k.transpose(-2, -1)\n    return softmax(s, dim=-1) @ v + sum(s, dim=-1, keepdim=true)"), *PREP, raise_stdlib)
+    body = "s = q @ k.transpose(-2, -1)\n    return softmax(s, dim=-1) @ v + sum(s, dim=-1, keepdim=true)"
+    g = apply(attn(body), *PREP, raise_stdlib)
     assert "attention" not in ops(g)
     assert reasons(g) == ["the attention scores are used elsewhere"]
 
 
 def test_raise_leaves_attention_whose_weights_are_used_elsewhere():
-    g = apply(attn("p = softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1)\n    return p @ v + sum(p, dim=-1, keepdim=true)"),
-              *PREP, raise_stdlib)
+    body = "p = softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1)\n    return p @ v + sum(p, dim=-1, keepdim=true)"
+    g = apply(attn(body), *PREP, raise_stdlib)
     assert "attention" not in ops(g)
     assert reasons(g) == ["the attention weights (softmax) are used elsewhere"]
 

@@ -31,8 +31,8 @@ def test_exact_fusions(graphs):
         "split": L, "embedding": 1, "pos_embedding": 1, "add": 1, "dropout": 1,  # the embedding stem
     }), dict(compute)
     # each fused node's region starts with the linear it grew from: name it by that linear's scope
-    epilogues = Counter((n.region.nodes[0].scope.split(".", 2)[-1], n.attrs["activation"], n.attrs["dropout"], n.attrs["residual"])
-                        for n in g.nodes if n.op == "fused_linear")
+    epilogues = Counter((n.region.nodes[0].scope.split(".", 2)[-1], n.attrs["activation"], n.attrs["dropout"],
+                         n.attrs["residual"]) for n in g.nodes if n.op == "fused_linear")
     assert epilogues == Counter({("attn.proj", "none", 0.2, True): L, ("mlp.fc", "gelu", 0.0, False): L,
                                  ("mlp.proj", "none", 0.2, True): L}), epilogues
     assert all(n.attrs == {"causal": True, "scale": None, "dropout": 0.2} for n in g.nodes
