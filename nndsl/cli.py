@@ -95,7 +95,7 @@ def _literal(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int = 0):
+def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int = 0, backend: str = "torch"):
     """Compile with ``sets`` as hyperparameters, except train settings the model does not declare.
 
     Returns (compiled, the --set entries left for the train section). The RNG is seeded first so
@@ -108,13 +108,13 @@ def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int =
     train_sets = {k: v for k, v in sets.items() if k in OVERRIDABLE}
     hyper = {k: v for k, v in sets.items() if k not in train_sets}
     seed_everything(seed)
-    compiled = compiler.build(path, model=model, hyperparams=hyper or None)
+    compiled = compiler.build(path, model=model, hyperparams=hyper or None, backend=backend)
     clash = {k: v for k, v in train_sets.items() if k in compiled.hyperparams}
     if clash:  # the model declares a hyperparameter named like a train setting: it wins
         hyper.update(clash)
         train_sets = {k: v for k, v in train_sets.items() if k not in clash}
         seed_everything(seed)
-        compiled = compiler.build(path, model=model, hyperparams=hyper)
+        compiled = compiler.build(path, model=model, hyperparams=hyper, backend=backend)
     return compiled, train_sets
 
 
@@ -211,18 +211,46 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
 @_file_arg
 @click.option("--emit", type=click.Choice(["ir", "python"]), default="ir", show_default=True,
               help="What to print: the IR after the passes, or the generated forward.")
+@click.option("--backend", type=click.Choice(["torch", "triton"]), default="torch", show_default=True,
+              help="Whose pass pipeline to run.")
+@click.option("--dump-ir", "dump_ir", default=None, metavar="PASS",
+              help="Print the IR after pass PASS of the pipeline (dce, canonicalize, cse, raise, ...).")
 @_set_opt
 @_model_opt
-def compile_(file: Path, emit: str, sets: tuple[str, ...], model: Optional[str]) -> None:
+def compile_(file: Path, emit: str, backend: str, dump_ir: Optional[str], sets: tuple[str, ...],
+             model: Optional[str]) -> None:
     """Compile FILE and print its IR or its generated Python forward."""
     path = _existing(file)
-    compiled, _ = _compile(path, model, _parse_sets(sets))
-    if emit == "python":
+    compiled, _ = _compile(path, model, _parse_sets(sets), backend=backend)
+    if dump_ir is not None:
+        _dump_ir(compiled, backend, dump_ir)
+    elif emit == "python":
         click.echo(compiled.python_source.rstrip())
     else:
         from .ir.printer import print_graph
 
         click.echo(print_graph(compiled.graph))
+
+
+def _dump_ir(compiled, backend: str, wanted: str) -> None:
+    """Re-run the pipeline on a fresh graph, printing the IR after each run of pass ``wanted``."""
+    from .elaborate import elaborate
+    from .ir.printer import print_graph
+    from .passes import PIPELINES, pass_name, run_passes
+
+    names = [pass_name(p) for p in PIPELINES[backend]]
+    if wanted not in names and wanted not in (p.__name__ for p in PIPELINES[backend]):
+        raise click.BadParameter(f"'{wanted}' is not a pass of the {backend} pipeline ({', '.join(names)})",
+                                 param_hint="--dump-ir")
+    seen = [0]
+
+    def after(name: str, g) -> None:
+        seen[0] += 1
+        if wanted in (name, PIPELINES[backend][seen[0] - 1].__name__):
+            click.echo(f"// after {name} (pass {seen[0]} of {len(names)})")
+            click.echo(print_graph(g))
+
+    run_passes(elaborate(compiled.program, compiled.model_name, compiled.hyperparams), backend, after=after)
 
 
 if __name__ == "__main__":  # python -m nndsl.cli

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from ..errors import Span
 from .types import TensorType
@@ -39,11 +39,39 @@ class Node:
     outputs: list[Value]
     span: Optional[Span] = None
     scope: str = ""
+    # set on a fused/kernel node only: every source span it covers, and the sub-graph it replaced
+    covers: tuple = ()
+    region: Optional["Region"] = None
 
     @property
     def out(self) -> Value:
         assert len(self.outputs) == 1, f"{self.op} has {len(self.outputs)} outputs"
         return self.outputs[0]
+
+
+@dataclass(eq=False)
+class Region:
+    """The sub-graph a fused node replaced, detached from the graph.
+
+    ``inputs`` are placeholder values standing, in order, for the fused node's inputs; ``nodes``
+    compute ``outputs`` (one per output of the fused node) from them. Kept for ``--explain``,
+    for a backward written as the unfused ops, and for unfusing (``passes.rewrite.unfuse``).
+    """
+
+    inputs: list[Value]
+    nodes: list[Node]
+    outputs: list[Value]
+
+    def ops(self) -> list[str]:
+        return [n.op for n in self.nodes if n.op != "param"]
+
+
+class FusionNote(NamedTuple):
+    """A candidate a pass saw but left alone: where, what, and why (``--explain`` prints these)."""
+
+    spans: tuple  # of Span: the source the candidate covers
+    candidate: str  # "fuse_epilogues: linear + residual add"
+    reason: str  # "dropout output has two users"
 
 
 @dataclass
@@ -78,6 +106,7 @@ class Graph:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     scope_kinds: dict[str, str] = field(default_factory=dict)  # scope of a block instance -> block name
     file: str = "<string>"
+    fusion_log: list[FusionNote] = field(default_factory=list)  # candidates that did not fuse, and why
     _ids: Any = field(default_factory=lambda: itertools.count(), repr=False)
 
     # -- construction -------------------------------------------------------------------------

@@ -25,6 +25,9 @@ def print_node(n: Node) -> str:
     where = f"{n.span.file}:{n.span.line}:{n.span.col}" if n.span else ""
     if n.scope:
         where = f"{where} [{n.scope}]" if where else f"[{n.scope}]"
+    if n.covers:
+        lines = sorted({(s.line, s.col) for s in n.covers})
+        where += " covers " + ",".join(f"{ln}:{c}" for ln, c in lines)
     if where:
         line = f"{line:<88} # {where}"
     return line

@@ -1,69 +1,69 @@
-"""IR passes: each is a function ``Graph -> PassResult`` and they run in one ordered list.
+"""IR passes: each is a function ``Graph -> PassResult``; one ordered list per backend.
 
 A pass's docstring says what must run before or after it. ``run_passes`` verifies the graph
 after every pass when asked (tests do), and a failing pass is reported by name together with
-the passes that ran before it. Fusion passes and the Triton lowering plug in here by being
-added to ``PIPELINES``.
+the passes that ran before it. The fusion budget (``max_fusions`` or ``NNDSL_MAX_FUSIONS``) caps
+how many fusions all passes of one run apply together, to bisect a fusion that breaks a result.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from ..errors import NndslError, NndslLoweringError
 from ..ir.graph import Graph
+from .canonicalize import canonicalize
+from .claim import claim
+from .cse import cse
+from .dce import dead_code_elimination
+from .driver import env_budget, fusion_budget
+from .fuse_epilogues import fuse_epilogues
+from .raising import raise_stdlib
+from .result import Pass, PassResult
 
-
-@dataclass
-class PassResult:
-    graph: Graph
-    changed: bool
-
-
-Pass = Callable[[Graph], PassResult]
-
-
-def dead_code_elimination(g: Graph) -> PassResult:
-    """Drop nodes whose outputs nobody reads (and parameters no node reads any more).
-
-    Runs first and after any rewrite; needs nothing before it.
-    """
-    live: set[int] = {v.id for v in g.outputs}
-    keep = []
-    for n in reversed(g.nodes):
-        if any(v.id in live for v in n.outputs):
-            keep.append(n)
-            live.update(v.id for v in n.inputs)
-    keep.reverse()
-    changed = len(keep) != len(g.nodes)
-    if changed:
-        g.nodes = keep
-        used = {n.attrs["name"] for n in g.nodes if n.op == "param"}
-        g.params = {k: p for k, p in g.params.items() if k in used}
-    return PassResult(g, changed)
-
+__all__ = ["PassResult", "Pass", "PIPELINES", "run_passes", "pass_name", "dead_code_elimination", "canonicalize",
+           "cse", "raise_stdlib", "fuse_epilogues", "claim"]
 
 # One ordered list of passes per backend.
 PIPELINES: dict[str, list[Pass]] = {
     # the PyTorch reference backend: structural clean-up only
     "torch": [dead_code_elimination],
+    # the Triton backend: clean up, put one spelling on everything, raise hand-written math to stdlib
+    # ops, fuse matmul/conv epilogues, hand what a kernel takes to that kernel, drop what is left over
+    "triton": [dead_code_elimination, canonicalize, cse, raise_stdlib, fuse_epilogues, claim, dead_code_elimination],
 }
 
+_SHORT = {"dead_code_elimination": "dce", "raise_stdlib": "raise"}
 
-def run_passes(g: Graph, backend: str = "torch", *, verify: bool = False) -> Graph:
-    """Run the backend's pipeline over ``g``; with ``verify`` check the IR after each pass."""
+
+def pass_name(p: Pass) -> str:
+    """The short name of a pass, as ``--dump-ir`` takes it: dce, canonicalize, cse, raise, ..."""
+    return _SHORT.get(p.__name__, p.__name__)
+
+
+def run_passes(g: Graph, backend: str = "torch", *, verify: bool = False, max_fusions: Optional[int] = None,
+               after: Optional[Callable[[str, Graph], None]] = None) -> Graph:
+    """Run the backend's pipeline over ``g``; with ``verify`` check the IR after each pass.
+
+    ``after(name, graph)`` is called after each pass (``nndsl compile --dump-ir``).
+    """
     from ..ir.verify import verify as verify_graph
 
+    if backend not in PIPELINES:
+        raise NndslLoweringError(f"no pass pipeline for backend '{backend}' (known: {', '.join(PIPELINES)})")
     ran: list[str] = []
-    for p in PIPELINES[backend]:
-        try:
-            g = p(g).graph
-            if verify:
-                verify_graph(g)
-        except NndslError as e:
-            if isinstance(e, NndslLoweringError) and "pass " in e.message:
-                raise
-            before = ", ".join(ran) or "none"
-            raise NndslLoweringError(f"pass {p.__name__} failed (after: {before}): {e.message}", e.span) from e
-        ran.append(p.__name__)
+    budget = max_fusions if max_fusions is not None else env_budget()
+    with fusion_budget(budget):
+        for p in PIPELINES[backend]:
+            try:
+                g = p(g).graph
+                if verify:
+                    verify_graph(g)
+            except NndslError as e:
+                if isinstance(e, NndslLoweringError) and "pass " in e.message:
+                    raise
+                before = ", ".join(ran) or "none"
+                raise NndslLoweringError(f"pass {p.__name__} failed (after: {before}): {e.message}", e.span) from e
+            ran.append(p.__name__)
+            if after is not None:
+                after(pass_name(p), g)
     return g
