@@ -1,13 +1,14 @@
 """The compiler driver: text -> parse tree -> AST -> IR -> passes -> backend, one stage per line."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from .errors import NndslDataError, NndslError
+from .errors import NndslConfigError, NndslDataError, NndslError
 from .frontend import ast
 from .ir.graph import Graph
 
@@ -48,9 +49,12 @@ def build(
     *,
     model: Optional[str] = None,
     hyperparams: Optional[dict[str, Any]] = None,
-    backend: str = "torch",
+    backend: str = "auto",
     verify: bool = True,
 ) -> Compiled:
+    """Compile to a module. ``backend``: "torch" (PyTorch ops), "triton" (fused Triton kernels;
+    on a CPU they run under ``TRITON_INTERPRET=1``), or "auto" (Triton on CUDA inputs, PyTorch
+    elsewhere; on a machine without CUDA only the PyTorch forward is generated)."""
     from .backend import torch_codegen
     from .elaborate import elaborate
     from .frontend.parser import parse
@@ -68,13 +72,50 @@ def build(
         verify_graph(graph)
     # how the loss reads the output, decided before a pass may rewrite a trailing softmax
     output_is_probs = torch_codegen.ends_in_probs(graph)
-    # IR -> IR: the backend's pass pipeline
-    graph = run_passes(graph, backend, verify=verify)
-    # IR -> nn.Module with a generated forward
+    # IR -> IR: each backend's pass pipeline, on its own copy of the graph
+    graphs = {}
+    for b in backends_for(backend):
+        graphs[b] = run_passes(copy.deepcopy(graph), b, verify=verify)
+    # IR -> nn.Module with a generated forward per backend, one parameter tree
     meta = {"source": text, "file": file, "model": graph.name, "hyperparams": dict(graph.hyperparams)}
-    module, py = torch_codegen.lower(graph, meta, output_is_probs=output_is_probs)
+    module = torch_codegen.lower_backends(graphs, meta, output_is_probs=output_is_probs, backend=backend)
+    shown = "triton" if "triton" in graphs and backend != "torch" else "torch"
     train = _train_section(program, graph.name)
-    return Compiled(program, graph.name, graph, module, dict(graph.hyperparams), train, path, py, text)
+    return Compiled(program, graph.name, graphs[shown], module, dict(graph.hyperparams), train, path,
+                    module.nndsl_sources[shown], text)
+
+
+def backends_for(backend: str) -> list[str]:
+    """The forwards a module gets: always PyTorch's; Triton's when asked for, or on "auto" where
+    CUDA and Triton are there. ``--backend triton`` without CUDA runs the kernels under Triton's
+    interpreter, which must be switched on before Triton is first imported."""
+    from .backend.torch_codegen import BACKENDS
+
+    if backend not in BACKENDS:
+        raise NndslConfigError(f"unknown backend {backend!r}", hint="use auto, torch or triton")
+    if backend == "torch":
+        return ["torch"]
+    cuda = torch.cuda.is_available()
+    if backend == "auto" and not cuda:
+        return ["torch"]
+    if not cuda:
+        _ensure_interpreter()
+    from .backend import triton_lowering  # noqa: F401  (registers the kernel lowerings)
+
+    return ["torch", "triton"]
+
+
+def _ensure_interpreter() -> None:
+    import os
+    import sys
+
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return
+    if "triton" in sys.modules:
+        raise NndslConfigError("the Triton backend without CUDA runs its kernels under Triton's interpreter, "
+                               "but Triton was imported before it could be switched on",
+                               hint="set TRITON_INTERPRET=1 in the environment, or use --backend torch")
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def _train_section(program: ast.Program, model_name: str) -> Optional[ast.TrainSection]:
@@ -86,15 +127,19 @@ def _train_section(program: ast.Program, model_name: str) -> Optional[ast.TrainS
     return None
 
 
-def compile(source_or_path: Union[str, Path], model: Optional[str] = None, **hyperparams: Any) -> torch.nn.Module:
+def compile(source_or_path: Union[str, Path], model: Optional[str] = None, *, backend: str = "auto",
+            **hyperparams: Any) -> torch.nn.Module:
     """Compile a .nn file (a path or the source text) to a ``torch.nn.Module``.
 
     Keyword arguments override the model's hyperparameters: ``nndsl.compile("gpt.nn", D=128)``.
+    ``backend``: "auto" (fused Triton kernels on CUDA inputs, PyTorch ops elsewhere), "triton" or
+    "torch"; ``module.nndsl_backend`` switches it later. The state_dict is the same for all.
     """
-    return build(source_or_path, model=model, hyperparams=hyperparams).module
+    return build(source_or_path, model=model, hyperparams=hyperparams, backend=backend).module
 
 
-def load(run_dir: Union[str, Path], map_location: str = "cpu", which: str = "latest") -> torch.nn.Module:
+def load(run_dir: Union[str, Path], map_location: str = "cpu", which: str = "latest",
+         backend: str = "auto") -> torch.nn.Module:
     """The trained model of an ``nndsl run``: recompiled from its recorded source, weights loaded.
 
     ``which``: "latest" (the newest good checkpoint) or "best" (the best by the run's ``best`` metric).
@@ -107,7 +152,7 @@ def load(run_dir: Union[str, Path], map_location: str = "cpu", which: str = "lat
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     where, state = load_weights(run_dir, which)
-    compiled = build(meta["source"], model=meta["model"], hyperparams=meta.get("hyperparams"))
+    compiled = build(meta["source"], model=meta["model"], hyperparams=meta.get("hyperparams"), backend=backend)
     module = compiled.module
     try:
         module.load_state_dict({k: v.to(map_location) for k, v in state.items()})
