@@ -12,6 +12,11 @@ TOL = {
 TOL_TF32 = 1e-3  # tl.dot on fp32 inputs may use tf32 on a GPU
 
 
+def dot_tol(dtype: torch.dtype, device: str | torch.device) -> float:
+    """Tolerance for a kernel built on tl.dot: fp32 dots run in tf32 on a GPU (Triton's default)."""
+    return TOL_TF32 if dtype == torch.float32 and torch.device(device).type == "cuda" else TOL[dtype]
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out = out.detach().to(torch.float64)
     ref = ref.detach().to(torch.float64)

@@ -1,7 +1,8 @@
 """conv2d kernels vs F.conv2d in float64: outputs and the gradients of x, weight and bias.
 
-Interpreter tests (CPU, TRITON_INTERPRET=1) use odd sizes that are not multiples of the 32x16x16
-interpreter tiles; CUDA tests at real sizes run only where a GPU is present.
+Tests taking `device` use odd sizes that are not multiples of the 32x16x16 interpreter tiles and
+run in both groups (CPU under TRITON_INTERPRET=1; compiled on the GPU with NNDSL_TEST_CUDA=1);
+the `cuda` tests at real sizes run only in the CUDA run (see tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from nndsl.kernels.conv2d import conv2d, conv2d_reference
-from tolerance import TOL, TOL_TF32, assert_close
+from tolerance import TOL, assert_close, dot_tol
 
 mod = importlib.import_module("nndsl.kernels.conv2d")  # the module (nndsl.kernels.conv2d is the function)
 
@@ -43,18 +44,18 @@ def _inputs(n, c, h, w, co, k, groups, bias, layout="contiguous", device="cpu", 
     return x, weight, b
 
 
-def _check(x, weight, b, conf, tol, ref_device="cpu"):
-    """Run conv2d forward + backward and compare all of it with the float64 reference."""
+def _check(x, weight, b, conf, tol):
+    """Run conv2d forward + backward and compare all of it with the float64 reference (on x's device)."""
     leaves = [t.detach().requires_grad_() for t in (x, weight) + ((b,) if b is not None else ())]
     xs, ws, bs = leaves[0], leaves[1], leaves[2] if b is not None else None
     y = conv2d(xs, ws, bs, **conf)
     dy = torch.randn_like(y)
     grads = torch.autograd.grad(y, leaves, dy)
 
-    ref_leaves = [t.detach().to(ref_device, torch.float64).requires_grad_() for t in leaves]
+    ref_leaves = [t.detach().to(torch.float64).requires_grad_() for t in leaves]
     rb = ref_leaves[2] if b is not None else None
     y_ref = conv2d_reference(ref_leaves[0], ref_leaves[1], rb, **conf)
-    ref_grads = torch.autograd.grad(y_ref, ref_leaves, dy.to(ref_device, torch.float64))
+    ref_grads = torch.autograd.grad(y_ref, ref_leaves, dy.to(torch.float64))
     assert_close("y", y, y_ref, tol)
     for name, g, r in zip(("dx", "dweight", "dbias"), grads, ref_grads):
         assert_close(name, g, r, tol)
@@ -67,26 +68,27 @@ def _case_id(c) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_conv2d_matches_reference(case):
+def test_conv2d_matches_reference(case, device):
     n, c, h, w, co, k, stride, padding, dilation, groups, bias, act = case
-    x, weight, b = _inputs(n, c, h, w, co, k, groups, bias)
+    x, weight, b = _inputs(n, c, h, w, co, k, groups, bias, device=device)
     conf = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, activation=act)
-    _check(x, weight, b, conf, TOL[torch.float32])
+    _check(x, weight, b, conf, dot_tol(torch.float32, device))
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
-def test_conv2d_non_contiguous_input(layout):
-    x, weight, b = _inputs(2, 5, 9, 7, 6, (3, 3), 1, True, layout)
+def test_conv2d_non_contiguous_input(layout, device):
+    x, weight, b = _inputs(2, 5, 9, 7, 6, (3, 3), 1, True, layout, device=device)
     assert not x.is_contiguous()
-    y, (dx, _, _) = _check(x, weight, b, dict(stride=2, padding=1, activation="relu"), TOL[torch.float32])
+    y, (dx, _, _) = _check(x, weight, b, dict(stride=2, padding=1, activation="relu"),
+                           dot_tol(torch.float32, device))
     # Outputs and dx follow x's layout like F.conv2d: channels-last in, channels-last out.
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt), f"y strides {y.stride()} are not {fmt}"
     assert dx.is_contiguous(memory_format=fmt), f"dx strides {dx.stride()} are not {fmt}"
 
 
-def test_conv2d_weight_grad_only():
-    x, weight, b = _inputs(1, 3, 7, 9, 4, (3, 3), 1, True)
+def test_conv2d_weight_grad_only(device):
+    x, weight, b = _inputs(1, 3, 7, 9, 4, (3, 3), 1, True, device=device)
     ws = weight.clone().requires_grad_()
     y = conv2d(x, ws, b, padding=1, activation="gelu")  # x and bias need no gradient
     dy = torch.randn_like(y)
@@ -94,31 +96,33 @@ def test_conv2d_weight_grad_only():
     wd = weight.double().requires_grad_()
     (dw_ref,) = torch.autograd.grad(conv2d_reference(x.double(), wd, b.double(), padding=1, activation="gelu"),
                                     [wd], dy.double())
-    assert_close("dweight", dw, dw_ref, TOL[torch.float32])
+    assert_close("dweight", dw, dw_ref, dot_tol(torch.float32, device))
 
 
-def test_launchers_write_every_element():
+def test_launchers_write_every_element(device):
     """NaN-filled outputs: every element must be written by the forward, dx and dw kernels."""
-    x, weight, b = _inputs(2, 5, 11, 9, 6, (3, 3), 1, True)
+    tol = dot_tol(torch.float32, device)
+    nan = lambda shape: torch.full(shape, float("nan"), device=device)  # noqa: E731
+    x, weight, b = _inputs(2, 5, 11, 9, 6, (3, 3), 1, True, device=device)
     conf = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=1)
     y_ref = conv2d_reference(x.double(), weight.double(), b.double(), **conf)
-    y, _ = mod.conv2d_fwd(x, weight, b, **conf, out=torch.full(y_ref.shape, float("nan")))
-    assert_close("y", y, y_ref, TOL[torch.float32])
+    y, _ = mod.conv2d_fwd(x, weight, b, **conf, out=nan(y_ref.shape))
+    assert_close("y", y, y_ref, tol)
 
-    dz = torch.randn(y_ref.shape)
+    dz = torch.randn(y_ref.shape, device=device)
     xd, wd = x.double().requires_grad_(), weight.double().requires_grad_()
     dx_ref, dw_ref = torch.autograd.grad(conv2d_reference(xd, wd, None, **conf), [xd, wd], dz.double())
-    dx = mod.conv2d_bwd_dx(dz, weight, x.shape, **conf, out=torch.full(x.shape, float("nan")))
-    assert_close("dx", dx, dx_ref, TOL[torch.float32])
+    dx = mod.conv2d_bwd_dx(dz, weight, x.shape, **conf, out=nan(x.shape))
+    assert_close("dx", dx, dx_ref, tol)
     for splits in (1, 3):  # one pass straight into dw, and split fp32 partials summed afterwards
-        dw = mod.conv2d_bwd_dw(dz, x, weight.shape, **conf, out=torch.full(weight.shape, float("nan")), splits=splits)
-        assert_close(f"dw(splits={splits})", dw, dw_ref, TOL[torch.float32])
+        dw = mod.conv2d_bwd_dw(dz, x, weight.shape, **conf, out=nan(weight.shape), splits=splits)
+        assert_close(f"dw(splits={splits})", dw, dw_ref, tol)
 
 
-def test_dx_stride_larger_than_kernel():
+def test_dx_stride_larger_than_kernel(device):
     """Stride 3 with a 1x1 kernel: most input pixels get no gradient and must read exactly zero."""
-    x, weight, b = _inputs(1, 3, 7, 8, 4, (1, 1), 1, False)
-    y, (dx, _) = _check(x, weight, b, dict(stride=3), TOL[torch.float32])
+    x, weight, b = _inputs(1, 3, 7, 8, 4, (1, 1), 1, False, device=device)
+    y, (dx, _) = _check(x, weight, b, dict(stride=3), dot_tol(torch.float32, device))
     assert dx[:, :, 1::3].abs().max() == 0 and dx[:, :, :, 2::3].abs().max() == 0
 
 
@@ -149,10 +153,10 @@ def test_launcher_rejects_float64():
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA: real sizes, all dtypes (run only where a GPU is present)
+# CUDA: real sizes, all dtypes (the CUDA run only: NNDSL_TEST_CUDA=1 on a GPU)
 # ---------------------------------------------------------------------------------------------
 CUDA_DTYPES = [
-    (torch.float32, TOL_TF32),  # tl.dot uses tf32 on fp32 inputs
+    (torch.float32, dot_tol(torch.float32, "cuda")),  # tl.dot uses tf32 on fp32 inputs
     (torch.float16, TOL[torch.float16]),
     (torch.bfloat16, TOL[torch.bfloat16]),
 ]
@@ -167,11 +171,11 @@ CUDA_CASES = [
 ]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype, tol", CUDA_DTYPES, ids=lambda v: str(v).replace("torch.", ""))
 @pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: f"{_case_id(c)}-{c[12]}")
 def test_conv2d_cuda(case, dtype, tol):
     n, c, h, w, co, k, stride, padding, dilation, groups, bias, act, layout = case
     x, weight, b = _inputs(n, c, h, w, co, k, groups, bias, layout, device="cuda", dtype=dtype)
     conf = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, activation=act)
-    _check(x, weight, b, conf, tol, ref_device="cpu")
+    _check(x, weight, b, conf, tol)
