@@ -19,6 +19,7 @@ from .linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
 from .matmul import matmul, matmul_reference
 from .norms import layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
 from .softmax import log_softmax, log_softmax_reference, softmax, softmax_reference
+from . import library  # noqa: E402  (torch.library custom ops over the families above)
 
 __all__ = [
     "attention", "attention_reference",

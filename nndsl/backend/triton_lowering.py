@@ -67,8 +67,19 @@ def _rmsnorm(e: EmitCtx) -> str:
     return f"kern.library.rms_norm({e.ins[0]}, {w}, {e.lit(float(e.attrs.get('eps', 1e-6)))})"
 
 
+def _linear(e: EmitCtx) -> str:
+    """A linear with no epilogue (qkv, lm_head) on the matmul kernel too, where it takes the dtype."""
+    if e.node.inputs[0].type.dtype not in KERNEL_DTYPES:
+        return f"F.linear({e.ins[0]}, {e.ins[1]}, {e.ins[2] if len(e.ins) > 2 else 'None'})"
+    bias = e.ins[2] if len(e.ins) > 2 else "None"
+    return f"kern.library.matmul({e.ins[0]}, {e.ins[1]}.t(), {bias}, None, None)"
+
+
+KERNEL_DTYPES = ("f32", "f16", "bf16")  # what every kernel family takes (not f64, not integers)
+
 # kernel op -> its lowering (one kernel-family call each)
 LOWERINGS = {
+    "linear": _linear,                                               # x @ wᵀ + b on the matmul kernel
     "fused_linear": lambda e: _epilogue(e, weight_is_linear=True),   # x @ wᵀ + b -> act -> dropout -> + r
     "fused_matmul": lambda e: _epilogue(e, weight_is_linear=False),  # a @ b + b -> act -> dropout -> + r
     "fused_conv2d": _conv,                                           # implicit-GEMM conv + bias + act
