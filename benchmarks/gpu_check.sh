@@ -192,12 +192,12 @@ if [[ $DRY == 1 ]]; then
     run_stage train 30 "$OUT_DIR/train_step.log" bash -c \
         'if [[ -f benchmarks/train_step.py ]]; then pyrun benchmarks/train_step.py --help; else echo "train: benchmarks/train_step.py is not in this checkout; skipped"; fi'
 else
-    run_stage tests 180 "$OUT_DIR/tests.log" pytest_cuda -m "cuda and not interpreter" --cuda-dtypes=bfloat16
-    bench_cap=$(( $(left) > 120 ? 120 : $(left) ))
+    run_stage tests ${GPU_CHECK_TESTS_CAP:-150} "$OUT_DIR/tests.log" pytest_cuda -m "cuda and not interpreter" --cuda-dtypes=bfloat16
+    bench_cap=$(( $(left) > ${GPU_CHECK_BENCH_CAP:-90} ? ${GPU_CHECK_BENCH_CAP:-90} : $(left) ))
     run_stage bench "$bench_cap" "$OUT_DIR/bench.log" \
         pyrun benchmarks/kernels.py --quick --budget $((bench_cap > 60 ? bench_cap - 40 : 20)) --out "$OUT_DIR"
     { echo "# clocks after the benchmarks"; clocks; } >>"$OUT_DIR/env.txt" 2>&1
-    run_stage train 90 "$OUT_DIR/train_step.log" stage_train
+    run_stage train ${GPU_CHECK_TRAIN_CAP:-150} "$OUT_DIR/train_step.log" stage_train
     run_stage tests+ 240 "$OUT_DIR/tests.log" pytest_cuda -m cuda --cuda-dtypes=float16,float32
 fi
 rm -f "$MARK" "$OUT_DIR"/*.tmp

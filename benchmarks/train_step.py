@@ -217,7 +217,12 @@ def main(argv=None) -> int:
                       f"{_fmt(r['peak_mib'], '>10.0f'):>10}{r['first_step_s']:>11.2f}{_fmt(r['warm_first_step_s'], '>8.2f'):>8}"
                       f"{_fmt(r.get('speedup_vs_baseline'), '>8.2f'):>8}")
         rows += group
-    out = Path(args.out)
+        _write(args.out, label, dev, precision, steps, rows)  # after every model: a cut-off run keeps its rows
+    return 0
+
+
+def _write(out_dir: str, label: str, dev: torch.device, precision: str, steps: int, rows: list) -> None:
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] if dev.type == "cuda" else "cpu"
     path = out / f"train_step-{slug}.json"
@@ -227,7 +232,6 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, path)
     print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":
