@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .errors import NndslError
+from .errors import NndslError, NndslSyntaxError, Span, escape
 from .frontend import ast
 from .ir.graph import Graph
 
@@ -35,12 +35,75 @@ def read_source(source_or_path: Union[str, Path]) -> tuple[str, Optional[Path]]:
     ):
         path = Path(source_or_path)
         try:
-            return path.read_text(encoding="utf-8"), path
+            data = path.read_bytes()
         except FileNotFoundError:
-            raise NndslError(f"no such file: {path}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise NndslError(f"cannot read {path}: {e}") from None
+            raise NndslError(f"no such file: {escape(str(path))}") from None
+        except OSError as e:
+            raise NndslError(f"cannot read {escape(str(path))}: {e.strerror or e}") from None
+        return decode_source(data, str(path)), path
     return str(source_or_path), None
+
+
+def decode_source(data: bytes, file: str) -> str:
+    """UTF-8 source bytes as text; invalid UTF-8 is a syntax error at its line:col (not a byte offset)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[:e.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", errors="replace")) + 1
+        text = data.decode("utf-8", errors="replace")
+        raise NndslSyntaxError(f"the file is not valid UTF-8 (byte 0x{data[e.start]:02x} here)",
+                               Span(file, line, col, line, col + 1, text),
+                               "save the file as UTF-8") from None
+
+
+@dataclass
+class Checked:
+    """What ``check`` produced: the typed IR and the summary, without lowering (no weight is allocated)."""
+
+    program: ast.Program
+    model_name: str
+    graph: Graph
+    hyperparams: dict[str, Any]
+    train: Optional[ast.TrainSection]
+    path: Optional[Path]
+    source: str
+
+    def summary(self) -> str:
+        """The Keras-style table of layers, shapes and parameter counts (counted from the types)."""
+        from .summary import summarize
+
+        return summarize(self.graph)
+
+
+def check(
+    source_or_path: Union[str, Path],
+    *,
+    model: Optional[str] = None,
+    hyperparams: Optional[dict[str, Any]] = None,
+    verify: bool = True,
+) -> Checked:
+    """Parse and type-check a .nn file: the IR graph of its model, never a ``torch.nn.Module``.
+
+    Parameter counts come from the parameter types; nothing is allocated or initialized, and every
+    compile-time loop is bounded (``nndsl.limits``), so checking any source is quick and safe.
+    """
+    from .elaborate import elaborate
+    from .frontend.parser import parse
+    from .ir.verify import verify as verify_graph
+
+    text, path = read_source(source_or_path)
+    file = str(path) if path is not None else "<string>"
+    # text -> parse tree -> AST with source spans
+    program = parse(text, file)
+    # AST -> typed IR: names, blocks, repeats, hyperparameters, shapes
+    graph = elaborate(program, model, hyperparams)
+    # the IR's invariants hold
+    if verify:
+        verify_graph(graph)
+    return Checked(program, graph.name, graph, dict(graph.hyperparams), _train_section(program, graph.name),
+                   path, text)
 
 
 def build(
@@ -52,27 +115,18 @@ def build(
     verify: bool = True,
 ) -> Compiled:
     from .backend import torch_codegen
-    from .elaborate import elaborate
-    from .frontend.parser import parse
-    from .ir.verify import verify as verify_graph
     from .passes import run_passes
 
-    text, path = read_source(source_or_path)
-    file = str(path) if path is not None else "<string>"
-    # text -> parse tree -> AST with source spans
-    program = parse(text, file)
-    # AST -> typed IR: names, blocks, repeats, hyperparameters, shapes
-    graph = elaborate(program, model, hyperparams)
-    # the IR's invariants hold before any pass
-    if verify:
-        verify_graph(graph)
+    # text -> AST -> typed, verified IR (see check)
+    checked = check(source_or_path, model=model, hyperparams=hyperparams, verify=verify)
     # IR -> IR: the backend's pass pipeline
-    graph = run_passes(graph, backend, verify=verify)
+    graph = run_passes(checked.graph, backend, verify=verify)
     # IR -> nn.Module with a generated forward
-    meta = {"source": text, "file": file, "model": graph.name, "hyperparams": dict(graph.hyperparams)}
+    meta = {"source": checked.source, "file": str(checked.path) if checked.path is not None else "<string>",
+            "model": graph.name, "hyperparams": dict(graph.hyperparams)}
     module, py = torch_codegen.lower(graph, meta)
-    train = _train_section(program, graph.name)
-    return Compiled(program, graph.name, graph, module, dict(graph.hyperparams), train, path, py, text)
+    return Compiled(checked.program, graph.name, graph, module, dict(graph.hyperparams), checked.train,
+                    checked.path, py, checked.source)
 
 
 def _train_section(program: ast.Program, model_name: str) -> Optional[ast.TrainSection]:
