@@ -1,13 +1,14 @@
 """The compiler driver: text -> parse tree -> AST -> IR -> passes -> backend, one stage per line."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from .errors import NndslError, NndslSyntaxError, Span, escape
+from .errors import NndslError, NndslLimitError, NndslSyntaxError, Span, escape
 from .frontend import ast
 from .ir.graph import Graph
 
@@ -119,14 +120,46 @@ def build(
 
     # text -> AST -> typed, verified IR (see check)
     checked = check(source_or_path, model=model, hyperparams=hyperparams, verify=verify)
+    # the weights must fit in this machine's memory before any is allocated
+    _check_memory(checked.graph)
     # IR -> IR: the backend's pass pipeline
     graph = run_passes(checked.graph, backend, verify=verify)
     # IR -> nn.Module with a generated forward
     meta = {"source": checked.source, "file": str(checked.path) if checked.path is not None else "<string>",
             "model": graph.name, "hyperparams": dict(graph.hyperparams)}
-    module, py = torch_codegen.lower(graph, meta)
+    try:
+        module, py = torch_codegen.lower(graph, meta)
+    except MemoryError:
+        raise _out_of_memory(graph) from None
+    except RuntimeError as e:  # torch's allocators say "can't allocate memory" / "out of memory"
+        if "allocat" in str(e) or "out of memory" in str(e):
+            raise _out_of_memory(graph) from None
+        raise
     return Compiled(checked.program, graph.name, graph, module, dict(graph.hyperparams), checked.train,
                     checked.path, py, checked.source)
+
+
+def _check_memory(graph: Graph) -> None:
+    """A located error when the model's parameters and buffers need more bytes than this machine has
+    (allocating them would fail, or wake the out-of-memory killer)."""
+    from .ir.types import DTYPES
+
+    sizes = [(p.numel() * DTYPES[p.dtype].itemsize, p) for p in graph.params.values()]
+    total = sum(n for n, _ in sizes)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if total > memory:
+        largest = max(sizes, key=lambda x: x[0])[1]
+        raise NndslLimitError(f"the model's weights need {total / 2 ** 30:,.1f} GiB, more than this machine's "
+                              f"{memory / 2 ** 30:,.1f} GiB of memory (the largest, '{largest.name}', has "
+                              f"{largest.numel():,} elements)", largest.span)
+
+
+def _out_of_memory(graph: Graph) -> NndslLimitError:
+    """Allocating the weights failed: say so (a file-level error), not an internal error."""
+    return NndslLimitError(f"not enough memory to allocate the model's {graph.num_parameters(False):,} weights")
 
 
 def _train_section(program: ast.Program, model_name: str) -> Optional[ast.TrainSection]:
