@@ -32,7 +32,7 @@ def read_source(source_or_path: Union[str, Path]) -> tuple[str, Optional[Path]]:
     """A path (Path, or a str naming an existing file / ending in .nn) or the source text itself."""
     if isinstance(source_or_path, Path) or (
         isinstance(source_or_path, str) and "\n" not in source_or_path and "{" not in source_or_path
-        and (source_or_path.endswith(".nn") or Path(source_or_path).is_file())
+        and (source_or_path.endswith(".nn") or _is_file(source_or_path))
     ):
         path = Path(source_or_path)
         try:
@@ -43,6 +43,14 @@ def read_source(source_or_path: Union[str, Path]) -> tuple[str, Optional[Path]]:
             raise NndslError(f"cannot read {escape(str(path))}: {e.strerror or e}") from None
         return decode_source(data, str(path)), path
     return str(source_or_path), None
+
+
+def _is_file(text: str) -> bool:
+    """True when ``text`` names an existing file (False for text no file can be named: too long, NUL...)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def decode_source(data: bytes, file: str) -> str:

@@ -71,3 +71,8 @@ def test_a_huge_dim_in_a_message_is_elided():
 def test_python_keywords_are_ordinary_names(name):
     checked = compiler.check(f"model M(x: f32[B, 4]) {{\n  {name} = relu(x)\n  return linear({name}, 3, name=\"{name}\")\n}}\n")
     assert f"{name}.weight" in checked.graph.params
+
+
+@pytest.mark.parametrize("text", ["(" * 5000, "x\x00y", "train torch " + "(" * 300])
+def test_one_line_source_text_that_cannot_be_a_file_name_is_parsed_as_source(text):
+    _error(text)  # an NndslError (not OSError/ValueError from asking the file system)

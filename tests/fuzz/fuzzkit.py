@@ -12,6 +12,7 @@ import random
 import re
 import signal
 import string
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -62,6 +63,15 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def outcome(source: str, hyperparams: Optional[dict] = None, limit: float = TIME_LIMIT_S) -> tuple[str, str]:
     """('ok' | 'error' | 'unlocated' | 'exception' | 'hang', detail) for one source."""
+    start = time.monotonic()
+    kind, detail = _classify(source, hyperparams, limit)
+    took = time.monotonic() - start
+    if took > limit:  # also when the alarm's exception was swallowed (e.g. raised inside a gc callback)
+        return "hang", f"took {took:.1f} s ({kind}: {detail[:200]})"
+    return kind, detail
+
+
+def _classify(source: str, hyperparams: Optional[dict], limit: float) -> tuple[str, str]:
     try:
         with time_limit(limit):
             compiler.check(source, hyperparams=hyperparams)
@@ -72,8 +82,6 @@ def outcome(source: str, hyperparams: Optional[dict] = None, limit: float = TIME
         if e.span is None and not FILE_LEVEL.search(e.message):
             return "unlocated", str(e)
         return "error", ""
-    except RecursionError as e:  # a subclass of RuntimeError: say so plainly
-        return "exception", f"RecursionError: {e}"
     except Exception as e:  # noqa: BLE001 - the fuzzer's whole point
         return "exception", f"{type(e).__name__}: {e}"
 
