@@ -95,26 +95,32 @@ def _literal(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int = 0, backend: str = "torch"):
+def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int = 0, lower: bool = True,
+             backend: str = "auto"):
     """Compile with ``sets`` as hyperparameters, except train settings the model does not declare.
 
     Returns (compiled, the --set entries left for the train section). The RNG is seeded first so
-    the initial weights follow the train section's seed.
+    the initial weights follow the train section's seed. ``lower=False``: only check (a
+    ``compiler.Checked``: no module is built, no weight allocated).
     """
     from . import compiler
     from .runtime.config import OVERRIDABLE
     from .runtime.train import seed_everything
 
+    def make(hyper: dict):
+        if not lower:
+            return compiler.check(path, model=model, hyperparams=hyper or None)
+        seed_everything(seed)
+        return compiler.build(path, model=model, hyperparams=hyper or None, backend=backend)
+
     train_sets = {k: v for k, v in sets.items() if k in OVERRIDABLE}
     hyper = {k: v for k, v in sets.items() if k not in train_sets}
-    seed_everything(seed)
-    compiled = compiler.build(path, model=model, hyperparams=hyper or None, backend=backend)
+    compiled = make(hyper)
     clash = {k: v for k, v in train_sets.items() if k in compiled.hyperparams}
     if clash:  # the model declares a hyperparameter named like a train setting: it wins
         hyper.update(clash)
         train_sets = {k: v for k, v in train_sets.items() if k not in clash}
-        seed_everything(seed)
-        compiled = compiler.build(path, model=model, hyperparams=hyper, backend=backend)
+        compiled = make(hyper)
     return compiled, train_sets
 
 
@@ -200,9 +206,9 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
     from .summary import summarize
 
     path = _existing(file)
-    compiled, train_sets = _compile(path, model, _parse_sets(sets))
-    cfg = _config(compiled, path, train_sets, {}) if compiled.train is not None else None
-    click.echo(summarize(compiled.graph))
+    checked, train_sets = _compile(path, model, _parse_sets(sets), lower=False)
+    cfg = _config(checked, path, train_sets, {}) if checked.train is not None else None
+    click.echo(summarize(checked.graph))
     if cfg is not None:
         click.echo(describe(cfg))
 

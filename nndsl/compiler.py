@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from .errors import NndslConfigError, NndslDataError, NndslError
+from .errors import NndslConfigError, NndslDataError, NndslError, NndslLimitError, NndslSyntaxError, Span, escape
 from .frontend import ast
 from .ir.graph import Graph
 
@@ -32,16 +33,87 @@ def read_source(source_or_path: Union[str, Path]) -> tuple[str, Optional[Path]]:
     """A path (Path, or a str naming an existing file / ending in .nn) or the source text itself."""
     if isinstance(source_or_path, Path) or (
         isinstance(source_or_path, str) and "\n" not in source_or_path and "{" not in source_or_path
-        and (source_or_path.endswith(".nn") or Path(source_or_path).is_file())
+        and (source_or_path.endswith(".nn") or _is_file(source_or_path))
     ):
         path = Path(source_or_path)
         try:
-            return path.read_text(encoding="utf-8"), path
+            data = path.read_bytes()
         except FileNotFoundError:
-            raise NndslError(f"no such file: {path}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise NndslError(f"cannot read {path}: {e}") from None
+            raise NndslError(f"no such file: {escape(str(path))}") from None
+        except OSError as e:
+            raise NndslError(f"cannot read {escape(str(path))}: {e.strerror or e}") from None
+        return decode_source(data, str(path)), path
     return str(source_or_path), None
+
+
+def _is_file(text: str) -> bool:
+    """True when ``text`` names an existing file (False for text no file can be named: too long, NUL...)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def decode_source(data: bytes, file: str) -> str:
+    """UTF-8 source bytes as text; invalid UTF-8 is a syntax error at its line:col (not a byte offset)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[:e.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", errors="replace")) + 1
+        text = data.decode("utf-8", errors="replace")
+        raise NndslSyntaxError(f"the file is not valid UTF-8 (byte 0x{data[e.start]:02x} here)",
+                               Span(file, line, col, line, col + 1, text),
+                               "save the file as UTF-8") from None
+
+
+@dataclass
+class Checked:
+    """What ``check`` produced: the typed IR and the summary, without lowering (no weight is allocated)."""
+
+    program: ast.Program
+    model_name: str
+    graph: Graph
+    hyperparams: dict[str, Any]
+    train: Optional[ast.TrainSection]
+    path: Optional[Path]
+    source: str
+
+    def summary(self) -> str:
+        """The Keras-style table of layers, shapes and parameter counts (counted from the types)."""
+        from .summary import summarize
+
+        return summarize(self.graph)
+
+
+def check(
+    source_or_path: Union[str, Path],
+    *,
+    model: Optional[str] = None,
+    hyperparams: Optional[dict[str, Any]] = None,
+    verify: bool = True,
+) -> Checked:
+    """Parse and type-check a .nn file: the IR graph of its model, never a ``torch.nn.Module``.
+
+    Parameter counts come from the parameter types; nothing is allocated or initialized, and every
+    compile-time loop is bounded (``nndsl.limits``), so checking any source is quick and safe.
+    """
+    from .elaborate import elaborate
+    from .frontend.parser import parse
+    from .ir.verify import verify as verify_graph
+
+    text, path = read_source(source_or_path)
+    file = str(path) if path is not None else "<string>"
+    # text -> parse tree -> AST with source spans
+    program = parse(text, file)
+    # AST -> typed IR: names, blocks, repeats, hyperparameters, shapes
+    graph = elaborate(program, model, hyperparams)
+    # the IR's invariants hold
+    if verify:
+        verify_graph(graph)
+    return Checked(program, graph.name, graph, dict(graph.hyperparams), _train_section(program, graph.name),
+                   path, text)
 
 
 def build(
@@ -56,33 +128,31 @@ def build(
     on a CPU they run under ``TRITON_INTERPRET=1``), or "auto" (Triton on CUDA inputs, PyTorch
     elsewhere; on a machine without CUDA only the PyTorch forward is generated)."""
     from .backend import torch_codegen
-    from .elaborate import elaborate
-    from .frontend.parser import parse
-    from .ir.verify import verify as verify_graph
     from .passes import run_passes
 
-    text, path = read_source(source_or_path)
-    file = str(path) if path is not None else "<string>"
-    # text -> parse tree -> AST with source spans
-    program = parse(text, file)
-    # AST -> typed IR: names, blocks, repeats, hyperparameters, shapes
-    graph = elaborate(program, model, hyperparams)
-    # the IR's invariants hold before any pass
-    if verify:
-        verify_graph(graph)
+    # text -> AST -> typed, verified IR (see check)
+    checked = check(source_or_path, model=model, hyperparams=hyperparams, verify=verify)
+    graph = checked.graph
+    # the weights must fit in this machine's memory before any is allocated
+    _check_memory(graph)
     # how the loss reads the output, decided before a pass may rewrite a trailing softmax
     output_is_probs = torch_codegen.ends_in_probs(graph)
     # IR -> IR: each backend's pass pipeline, on its own copy of the graph
-    graphs = {}
-    for b in backends_for(backend):
-        graphs[b] = run_passes(copy.deepcopy(graph), b, verify=verify)
+    graphs = {b: run_passes(copy.deepcopy(graph), b, verify=verify) for b in backends_for(backend)}
     # IR -> nn.Module with a generated forward per backend, one parameter tree
-    meta = {"source": text, "file": file, "model": graph.name, "hyperparams": dict(graph.hyperparams)}
-    module = torch_codegen.lower_backends(graphs, meta, output_is_probs=output_is_probs, backend=backend)
+    meta = {"source": checked.source, "file": str(checked.path) if checked.path is not None else "<string>",
+            "model": graph.name, "hyperparams": dict(graph.hyperparams)}
+    try:
+        module = torch_codegen.lower_backends(graphs, meta, output_is_probs=output_is_probs, backend=backend)
+    except MemoryError:
+        raise _out_of_memory(graph) from None
+    except RuntimeError as e:  # torch's allocators say "can't allocate memory" / "out of memory"
+        if "allocat" in str(e) or "out of memory" in str(e):
+            raise _out_of_memory(graph) from None
+        raise
     shown = "triton" if "triton" in graphs and backend != "torch" else "torch"
-    train = _train_section(program, graph.name)
-    return Compiled(program, graph.name, graphs[shown], module, dict(graph.hyperparams), train, path,
-                    module.nndsl_sources[shown], text)
+    return Compiled(checked.program, graph.name, graphs[shown], module, dict(graph.hyperparams), checked.train,
+                    checked.path, module.nndsl_sources[shown], checked.source)
 
 
 def backends_for(backend: str) -> list[str]:
@@ -116,6 +186,28 @@ def _ensure_interpreter() -> None:
                                "but Triton was imported before it could be switched on",
                                hint="set TRITON_INTERPRET=1 in the environment, or use --backend torch")
     os.environ["TRITON_INTERPRET"] = "1"
+
+def _check_memory(graph: Graph) -> None:
+    """A located error when the model's parameters and buffers need more bytes than this machine has
+    (allocating them would fail, or wake the out-of-memory killer)."""
+    from .ir.types import DTYPES
+
+    sizes = [(p.numel() * DTYPES[p.dtype].itemsize, p) for p in graph.params.values()]
+    total = sum(n for n, _ in sizes)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if total > memory:
+        largest = max(sizes, key=lambda x: x[0])[1]
+        raise NndslLimitError(f"the model's weights need {total / 2 ** 30:,.1f} GiB, more than this machine's "
+                              f"{memory / 2 ** 30:,.1f} GiB of memory (the largest, '{largest.name}', has "
+                              f"{largest.numel():,} elements)", largest.span)
+
+
+def _out_of_memory(graph: Graph) -> NndslLimitError:
+    """Allocating the weights failed: say so (a file-level error), not an internal error."""
+    return NndslLimitError(f"not enough memory to allocate the model's {graph.num_parameters(False):,} weights")
 
 
 def _train_section(program: ast.Program, model_name: str) -> Optional[ast.TrainSection]:

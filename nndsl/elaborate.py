@@ -15,11 +15,12 @@ from typing import Any, Optional
 from .elab.elaborator import Elaborator
 from .elab.scalar import describe, eval_scalar, to_dim
 from .elab.shapes import check_dtype, names_in, resolve
-from .errors import NndslConfigError, NndslNameError, NndslSyntaxError, NndslTypeError, Span, did_you_mean
+from .errors import clip, NndslConfigError, NndslNameError, NndslSyntaxError, NndslTypeError, Span, did_you_mean
 from .frontend import ast
 from .ir import dims as D
 from .ir.builder import Builder
 from .ir.graph import Graph, Value
+from .limits import check_int
 
 SCALAR_TYPES = ("int", "float", "bool", "str")
 
@@ -107,7 +108,8 @@ def bind_hyperparams(defn: ast.Definition, overrides: dict) -> dict[str, Any]:
             raise NndslTypeError(f"unknown type '{kind}' for '{p.name}'", p.type.span,
                                  did_you_mean(kind, SCALAR_TYPES) or "scalar types: int, float, bool, str")
         if p.name in overrides:
-            out[p.name] = convert_override(p.name, kind, overrides[p.name], p.span)
+            out[p.name] = check_int(convert_override(p.name, kind, overrides[p.name], p.span), p.span,
+                                    f"the value of '{p.name}'")
         elif p.default is not None:
             v = eval_scalar(p.default, out, dim=kind == "int")
             if kind == "int":
@@ -132,7 +134,7 @@ def convert_override(name: str, kind: str, v: Any, span: Optional[Span] = None) 
     """A hyperparameter override (a Python value, or a string from the CLI) as the declared type."""
     def bad() -> NndslConfigError:
         return NndslConfigError(f"hyperparameter '{name}' is {'an' if kind == 'int' else 'a'} {kind}, "
-                                f"got {v!r}", span)
+                                f"got {clip(repr(v), 80)}", span)
 
     if isinstance(v, str) and kind != "str":
         text = v.strip()

@@ -8,8 +8,37 @@ The CLI prints ``str(err)`` and exits non-zero; no Python traceback reaches a us
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
+
+MAX_MESSAGE_CHARS = 2000  # a message longer than this is elided in the middle
+MAX_EXCERPT_CHARS = 200  # the quoted source line is cut to this many characters around the caret
+_UNSAFE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format (bidi), surrogate, private, unassigned, separators
+
+
+def escape(text: str, keep: str = "") -> str:
+    """``text`` with every character that could drive a terminal (ESC, NUL, CR, U+2028, bidi
+    overrides...) written as a Python-style escape (``\\x1b``, ``\\u202e``); characters in ``keep`` stay."""
+    out = []
+    for ch in text:
+        if ch in keep or unicodedata.category(ch) not in _UNSAFE:
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters, the middle replaced by '...'."""
+    if len(text) <= limit:
+        return text
+    half = max(limit // 2 - 10, 1)
+    return f"{text[:half]} ... ({len(text) - 2 * half} characters elided) ... {text[-half:]}"
 
 
 @dataclass(frozen=True)
@@ -27,26 +56,35 @@ class Span:
         return f"{self.file}:{self.line}:{self.col}"
 
     def source_line(self) -> Optional[str]:
+        """Line ``self.line`` of the source, counting lines as the lexer does (only '\\n' ends one)."""
         if self.source is None:
             return None
-        lines = self.source.splitlines()
+        lines = self.source.split("\n")
         if 1 <= self.line <= len(lines):
-            return lines[self.line - 1]
+            return lines[self.line - 1].removesuffix("\r")
         return None
 
     def excerpt(self) -> str:
-        """The source line and a caret line under the span (empty when no source)."""
+        """The source line and a caret line under the span (empty when no source).
+
+        Control characters in the line are escaped (nothing raw reaches a terminal), a very long
+        line is cut around the span, and the caret still sits under the escaped text."""
         text = self.source_line()
         if text is None:
             return ""
-        start = max(self.col - 1, 0)
+        start = min(max(self.col - 1, 0), len(text))
         if self.end_line == self.line and self.end_col > self.col:
             width = self.end_col - self.col
         else:
             width = 1
-        width = max(1, min(width, max(len(text) - start, 1)))
-        prefix = "".join(c if c == "\t" else " " for c in text[:start])
-        return f"    {text}\n    {prefix}{'^' * width}"
+        width = max(1, min(width, max(len(text) - start, 1), MAX_EXCERPT_CHARS // 2))
+        lo = max(0, start - MAX_EXCERPT_CHARS // 2)
+        hi = min(len(text), start + width + MAX_EXCERPT_CHARS // 2)
+        before = ("..." if lo else "") + escape(text[lo:start], keep="\t")
+        marked = escape(text[start:start + width], keep="\t")
+        after = escape(text[start + width:hi], keep="\t") + ("..." if hi < len(text) else "")
+        prefix = "".join(c if c == "\t" else " " for c in before)
+        return f"    {before}{marked}{after}\n    {prefix}{'^' * max(len(marked), 1)}"
 
     def text(self) -> str:
         """The source text the span covers (first line only)."""
@@ -67,15 +105,21 @@ class NndslError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        where = f"{self.span}: " if self.span is not None else ""
-        out = f"{where}{self.kind}: {self.message}"
+        where = f"{escape(str(self.span))}: " if self.span is not None else ""
+        out = f"{where}{self.kind}: {escape(clip(str(self.message)), keep=chr(10))}"
         if self.span is not None:
             ex = self.span.excerpt()
             if ex:
                 out += "\n" + ex
         if self.hint:
-            out += f"\n    {self.hint}"
+            out += f"\n    {escape(clip(str(self.hint)), keep=chr(10))}"
         return out
+
+
+class NndslLimitError(NndslError):
+    """A program that asks for more compile-time work than nndsl allows (see ``elab.limits``)."""
+
+    kind = "limit error"
 
 
 class NndslSyntaxError(NndslError):

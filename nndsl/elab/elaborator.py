@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import sympy
 
-from ..errors import NndslNameError, NndslSyntaxError, NndslTypeError, Span, did_you_mean
+from .. import limits
+from ..errors import NndslError, NndslLimitError, NndslNameError, NndslSyntaxError, NndslTypeError, Span, did_you_mean
 from ..frontend import ast
 from ..ir.builder import Builder
 from ..ir.graph import Value
@@ -37,11 +38,13 @@ class Elaborator:
         self.blocks = program.blocks()
         self._stack: list[str] = []  # blocks being elaborated (to refuse recursion)
         self._instance_call: Optional[ast.Call] = None  # the single stateful call of a repeat body
+        self.steps = limits.StepCounter()  # statements run so far (repeats and block calls unroll)
 
     # ============================================================================ statements
     def run_body(self, body: list, env: dict, *, in_repeat: bool = False) -> Optional[tuple[list, ast.Return]]:
         """Run statements; returns (values, the return statement) or None when there is no return."""
         for i, stmt in enumerate(body):
+            self.steps.step(getattr(stmt, "span", None))
             if isinstance(stmt, ast.Assign):
                 self.assign(stmt, env)
             elif isinstance(stmt, ast.Repeat):
@@ -88,6 +91,9 @@ class Elaborator:
                 raise NndslTypeError(f"repeat needs a fixed int count, got {S.describe(n)}", stmt.count.span)
             if n < 0:
                 raise NndslTypeError(f"repeat count must be >= 0, got {n}", stmt.count.span)
+            if n > limits.MAX_REPEAT:
+                raise NndslLimitError(f"repeat count {n} is too large; the limit is {limits.MAX_REPEAT:,}",
+                                      stmt.count.span)
         with self.b.at(stmt.span):
             scope = self.b.claim_name(stmt.name) if stmt.name else self.b.unique_name("repeat")
         single = single_stateful_call(stmt.body, self._is_stateful)
@@ -107,7 +113,18 @@ class Elaborator:
 
     # ============================================================================ expressions
     def expr(self, e: Any, env: dict, dim: bool = False) -> Any:
-        """Evaluate an expression: a tensor Value, a compile-time value, or a list/tuple of them."""
+        """Evaluate an expression: a tensor Value, a compile-time value, or a list/tuple of them.
+
+        An error raised without a span below (a type or a limit check deep in the IR) is located
+        at the innermost expression being evaluated."""
+        try:
+            return self._expr(e, env, dim)
+        except NndslError as err:
+            if err.span is None:
+                err.span = getattr(e, "span", None)
+            raise
+
+    def _expr(self, e: Any, env: dict, dim: bool = False) -> Any:
         if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
             return e.value
         if isinstance(e, ast.Name):

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import sympy
 
-from ..errors import NndslNameError, NndslShapeError, NndslTypeError, Span, did_you_mean
+from .. import limits
+from ..errors import NndslLimitError, clip, NndslNameError, NndslShapeError, NndslTypeError, Span, did_you_mean
 from ..frontend import ast
 from ..ir import dims as D
 from ..ir.graph import Value
@@ -37,7 +38,7 @@ def describe(v: Any) -> str:
     if isinstance(v, float):
         return f"the float {v:g}"
     if isinstance(v, str):
-        return f"the string {v!r}"
+        return f"the string {clip(repr(v), 80)}"
     if isinstance(v, sympy.Expr):
         return f"the dim {show(v)}"
     if v is None:
@@ -53,12 +54,12 @@ def show(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, sympy.Expr):
         try:
-            return D.dim_str(v)
+            return clip(D.dim_str(v))
         except ValueError:
-            return str(v)
+            return clip(str(v))
     if isinstance(v, float):
         return f"{v:g}"
-    return str(v)
+    return clip(str(v))
 
 
 def unparse(e: Any) -> str:
@@ -112,11 +113,16 @@ def _is_intlike(v: Any) -> bool:
                                   and not v.has(sympy.Float))
 
 
-def _sym(e: sympy.Expr) -> Any:
-    """Simplify a symbolic result: an int or float when it is a number."""
-    e = sympy.simplify(e)
+def _sym(e: sympy.Expr, span: Optional[Span] = None) -> Any:
+    """Simplify a symbolic result: an int or float when it is a number (a located error when too large)."""
+    why = limits.check_expr(e)
+    if why is None:
+        e = sympy.simplify(e)
+        why = limits.check_expr(e)
+    if why:
+        raise NndslLimitError(why, span)
     if e.is_Integer:
-        return int(e)
+        return limits.check_int(int(e), span)
     if e.is_number:
         return float(e)
     return e
@@ -153,8 +159,15 @@ def binop(op: str, a: Any, b: Any, span: Optional[Span], dim: bool = False) -> A
     if op in ("/", "//", "%") and not isinstance(b, sympy.Expr) and b == 0:
         raise NndslTypeError(f"division by zero in {show(a)} {op} {show(b)}", span)
     symbolic = isinstance(a, sympy.Expr) or isinstance(b, sympy.Expr)
+    if op == "**":
+        limits.check_exponent(a, b, span)
     if op == "/":
         return _div(a, b, span, dim, symbolic)
+    return limits.check_int(_arith(op, a, b, span, symbolic), span, f"the result of {show(a)} {op} {show(b)}")
+
+
+def _arith(op: str, a: Any, b: Any, span: Optional[Span], symbolic: bool) -> Any:
+    """``a op b`` for + - * // % ** (not /)."""
     if not symbolic:
         if op == "+":
             return a + b
@@ -177,17 +190,17 @@ def binop(op: str, a: Any, b: Any, span: Optional[Span], dim: bool = False) -> A
         raise NndslTypeError(f"unknown operator '{op}'", span)
     x, y = sympy.sympify(a), sympy.sympify(b)
     if op == "+":
-        return _sym(x + y)
+        return _sym(x + y, span)
     if op == "-":
-        return _sym(x - y)
+        return _sym(x - y, span)
     if op == "*":
-        return _sym(x * y)
+        return _sym(x * y, span)
     if op == "//":
-        return D.floordiv(x, y) if _is_intlike(a) and _is_intlike(b) else _sym(sympy.floor(x / y))
+        return _sym(sympy.floor(x / y), span)
     if op == "%":
-        return _sym(sympy.Mod(x, y))
+        return _sym(sympy.Mod(x, y), span)
     if op == "**":
-        return _sym(x ** y)
+        return _sym(x ** y, span)
     raise NndslTypeError(f"unknown operator '{op}'", span)
 
 
@@ -204,8 +217,11 @@ def _div(a: Any, b: Any, span: Optional[Span], dim: bool, symbolic: bool) -> Any
                                       "a whole number", span, "use // to round down") from None
             return a / b
     if symbolic:
-        return _sym(sympy.sympify(a) / sympy.sympify(b))
-    return a / b
+        return _sym(sympy.sympify(a) / sympy.sympify(b), span)
+    try:
+        return a / b
+    except OverflowError:
+        raise NndslLimitError(f"{show(a)} / {show(b)} is too large for a float", span) from None
 
 
 def unary(op: str, v: Any, span: Optional[Span]) -> Any:
@@ -213,7 +229,7 @@ def unary(op: str, v: Any, span: Optional[Span]) -> Any:
         raise NndslTypeError(f"cannot apply unary '{op}' to {describe(v)}", span)
     if op == "+":
         return v
-    return _sym(-v) if isinstance(v, sympy.Expr) else -v
+    return _sym(-v, span) if isinstance(v, sympy.Expr) else -v
 
 
 def call_func(name: str, args: list, span: Optional[Span]) -> Any:
@@ -224,21 +240,21 @@ def call_func(name: str, args: list, span: Optional[Span]) -> Any:
             raise NndslTypeError(f"{name} needs numbers, got {', '.join(describe(v) for v in vals) or 'nothing'}",
                                  span)
         if any(isinstance(v, sympy.Expr) for v in vals):
-            return _sym((sympy.Min if name == "min" else sympy.Max)(*vals))
+            return _sym((sympy.Min if name == "min" else sympy.Max)(*vals), span)
         return min(vals) if name == "min" else max(vals)
     if len(args) != 1:
         raise NndslTypeError(f"{name} takes 1 argument, got {len(args)}", span)
     (v,) = args
     if name == "int" and isinstance(v, str):
         try:
-            return int(v)
+            return limits.check_int(int(v), span)
         except ValueError:
-            raise NndslTypeError(f"int({v!r}): not an integer", span) from None
+            raise NndslTypeError(f"int({clip(repr(v))}): not an integer", span) from None
     if name == "float" and isinstance(v, str):
         try:
             return float(v)
         except ValueError:
-            raise NndslTypeError(f"float({v!r}): not a number", span) from None
+            raise NndslTypeError(f"float({clip(repr(v))}): not a number", span) from None
     if isinstance(v, bool) and name in ("int", "float"):
         return int(v) if name == "int" else float(v)
     if not is_number(v):
@@ -246,9 +262,12 @@ def call_func(name: str, args: list, span: Optional[Span]) -> Any:
     if isinstance(v, sympy.Expr):
         fn = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "abs": sympy.Abs,
               "int": sympy.floor, "float": lambda x: x}[name]
-        return _sym(fn(v))
+        return _sym(fn(v), span)
     if name == "int":
-        return int(v)
+        try:
+            return int(v)
+        except (OverflowError, ValueError):
+            raise NndslTypeError(f"int({show(v)}): not a finite number", span) from None
     if name == "float":
         return float(v)
     if name == "abs":

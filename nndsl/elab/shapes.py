@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ..errors import NndslShapeError, NndslTypeError, Span, did_you_mean
+from ..errors import NndslError, NndslShapeError, NndslTypeError, Span, did_you_mean
 from ..frontend import ast
 from ..ir import dims as D
 from ..ir.types import DTYPES, TensorType
@@ -44,7 +44,20 @@ def check_dtype(t: ast.TensorTypeExpr) -> None:
 def resolve(t: ast.TensorTypeExpr, env: dict) -> TensorType:
     """The IR type of a declared type whose names are all bound in ``env``."""
     check_dtype(t)
-    return TensorType(tuple(to_dim(eval_scalar(d, env, dim=True), d.span) for d in t.dims), t.dtype)
+    dims = []
+    for d in t.dims:
+        v = to_dim(eval_scalar(d, env, dim=True), d.span)
+        try:
+            TensorType((v,), t.dtype)  # each size alone: negative or over a limit -> located at it
+        except NndslError as err:
+            err.span = err.span or d.span
+            raise
+        dims.append(v)
+    try:
+        return TensorType(tuple(dims), t.dtype)
+    except NndslError as err:
+        err.span = err.span or t.span
+        raise
 
 
 class Matcher:

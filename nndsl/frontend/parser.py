@@ -11,11 +11,12 @@ import threading
 from importlib import resources
 from typing import Iterator, Optional
 
-from lark import Lark, Token, UnexpectedInput
+from lark import Lark, Token, Tree, UnexpectedInput
 from lark.exceptions import VisitError
 from lark.lark import PostLex
 
-from ..errors import NndslError, NndslSyntaxError, Span
+from ..errors import NndslError, NndslLimitError, NndslSyntaxError, Span
+from ..limits import MAX_NESTING, MAX_SOURCE_CHARS
 from . import ast
 from .checks import check_program
 from .syntax_errors import syntax_error
@@ -96,13 +97,33 @@ def parse_tree(source: str):
     return lark_parser().parse(source)
 
 
+def check_nesting(tree: Tree, file: str, source: str) -> None:
+    """A located error at the first subtree nested deeper than MAX_NESTING (walked without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            meta = node.meta
+            line, col = (meta.line, meta.column) if not getattr(meta, "empty", True) else (1, 1)
+            end = (meta.end_line, meta.end_column) if line == getattr(meta, "end_line", 0) else (0, 0)
+            raise NndslLimitError(f"the program is nested too deeply (more than {MAX_NESTING} levels of "
+                                  "expressions and bodies)", Span(file, line, col, *end, source=source),
+                                  "name some intermediate values")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+
+
 def parse(source: str, file: str = "<string>") -> ast.Program:
     """Parse a .nn source text into an ``ast.Program`` (raises NndslError subclasses only)."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise NndslLimitError(f"the source is {len(source):,} characters long; the limit is {MAX_SOURCE_CHARS:,}",
+                              Span(file, 1, 1, source=source))
     # text -> Lark parse tree (syntax errors are reworded with locations and hints)
     try:
         tree = parse_tree(source)
     except UnexpectedInput as e:
         raise syntax_error(e, source, file, _filter.tokens, parse_tree) from None
+    # nesting deep enough to exhaust Python's stack is refused before anything recurses on it
+    check_nesting(tree, file, source)
     # parse tree -> typed AST with spans (bad types and dims are reported here)
     try:
         program = ToAst(file, source).transform(tree)
@@ -111,7 +132,7 @@ def parse(source: str, file: str = "<string>") -> ast.Program:
             raise e.orig_exc from None
         raise
     except RecursionError:
-        raise NndslSyntaxError("expressions are nested too deeply", Span(file, 1, 1, source=source)) from None
+        raise NndslLimitError("expressions are nested too deeply", Span(file, 1, 1, source=source)) from None
     # duplicate names, defaults on tensors, train keys: the checks that need no elaboration
     check_program(program)
     return program

@@ -51,7 +51,8 @@ def syntax_error(e: UnexpectedInput, source: str, file: str, tokens: list[Token]
 # ----------------------------------------------------------------------------- characters
 def _unexpected_character(e: UnexpectedCharacters, source: str, file: str) -> NndslSyntaxError:
     char = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
-    line_text = source.splitlines()[e.line - 1] if source.splitlines() else ""
+    lines = source.split("\n")  # lines as the lexer counts them
+    line_text = lines[e.line - 1] if e.line <= len(lines) else ""
     if char in "\"'":
         span = Span(file, e.line, e.column, e.line, len(line_text) + 1, source)
         return NndslSyntaxError("unterminated string", span,

@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 from lark import Token, Transformer, v_args
 
-from ..errors import NndslSyntaxError, Span, did_you_mean
+from ..errors import NndslLimitError, NndslSyntaxError, Span, did_you_mean
+from ..limits import MAX_INT
 from . import ast
 
 DTYPES = ("f32", "f16", "bf16", "f64", "i64", "i32", "bool")
@@ -241,7 +242,17 @@ class ToAst(Transformer):
         (tok,) = children
         text = str(tok)
         is_float = any(c in text for c in ".eE")
-        return ast.Num(float(text) if is_float else int(text), self._tspan(tok))
+        span = self._tspan(tok)
+        shown = text if len(text) <= 40 else text[:20] + "..." + text[-10:]
+        if not is_float:
+            digits = text.replace("_", "").lstrip("0")
+            if len(digits) > len(str(MAX_INT)) or int(digits or "0") > MAX_INT:
+                raise NndslLimitError(f"the integer {shown} is too large; the limit is {MAX_INT} (int64)", span)
+            return ast.Num(int(digits or "0"), span)
+        value = float(text)
+        if value == float("inf"):
+            raise NndslLimitError(f"the number {shown} is too large for a float", span)
+        return ast.Num(value, span)
 
     def string(self, meta, children) -> ast.Str:
         (tok,) = children

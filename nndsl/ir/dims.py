@@ -34,8 +34,10 @@ def norm(d) -> Dim:
     if isinstance(d, int):
         return d
     e = _sympify(d)
-    # expand is enough (and ~100x faster) for polynomials; floor/min/max need simplify
-    e = sympy.simplify(e) if e.has(sympy.floor, sympy.Min, sympy.Max) else sympy.expand(e)
+    # expand is enough (and ~100x faster) for polynomials; floor needs simplify. Min and Max
+    # already fold what they can when built (Max(T - 1, 0) is T - 1): simplify would cost ~0.3 s
+    # (and with Min/Max inside a floor, simplify costs as much: those stay as built)
+    e = sympy.simplify(e) if e.has(sympy.floor) and not e.has(sympy.Min, sympy.Max) else sympy.expand(e)
     if e.is_Integer:
         return int(e)
     if e.is_number:

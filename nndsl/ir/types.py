@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import NndslLimitError, NndslShapeError
+from ..limits import check_dim, check_numel
 from . import dims as D
 
 # dtype names used in the language and the IR, and their torch dtypes
@@ -29,7 +31,15 @@ class TensorType:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}")
-        object.__setattr__(self, "shape", tuple(D.norm(d) for d in self.shape))
+        shape = tuple(D.norm(d) for d in self.shape)
+        for d in shape:
+            why = check_dim(d)
+            if why:  # no span here: the elaborator locates it at the expression being built
+                raise (NndslShapeError if "negative" in why else NndslLimitError)(why)
+        why = check_numel(shape)
+        if why:
+            raise NndslLimitError(why)
+        object.__setattr__(self, "shape", shape)
 
     @property
     def rank(self) -> int:

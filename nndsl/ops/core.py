@@ -4,9 +4,11 @@ These are the ops the elaborator emits for expressions (``a + b``, ``x * 0.5``, 
 ``x[:, -1]``). Dtype rules are deliberately small:
 
 * tensor op tensor: both sides must have the same dtype (``cast`` one of them otherwise);
-  ``div`` of two int tensors gives f32 (true division); ``sub``/``neg`` refuse bool.
+  ``div`` of two int or bool tensors gives f32 (true division); ``sub``/``pow``/``neg`` refuse
+  bool; ``matmul`` takes floating-point tensors only (CUDA has no integer matmul).
 * tensor op scalar: a float tensor keeps its dtype; an int/bool tensor becomes f32 when the
-  scalar is a float or the op divides (PyTorch's promotion), else stays int (bool -> i64).
+  scalar is a float or the op divides (PyTorch's promotion), else stays int (bool -> i64);
+  an int or bool tensor to a negative int power is refused (PyTorch raises at run time).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import sympy
 
 from ..ir import dims as D
-from ..ir.types import DTYPES, TensorType
+from ..ir.types import DTYPES, FLOAT_DTYPES, TensorType
 from .registry import EmitCtx, InferCtx, InferError, op
 
 
@@ -60,7 +62,7 @@ def _binary_infer(c: InferCtx) -> TensorType:
     """Elementwise op of two tensors with NumPy broadcasting; both must share a dtype."""
     a, b = c.types
     dtype = same_dtype(c)
-    if dtype == "bool" and c.op in ("sub", "div", "pow"):
+    if dtype == "bool" and c.op in ("sub", "pow"):
         raise c.type_error(f"{c.op} is not defined on bool tensors ({c.describe(0)})")
     if c.op == "div" and dtype not in ("f32", "f16", "bf16", "f64"):
         dtype = "f32"  # true division of ints
@@ -100,6 +102,9 @@ def _scalar_infer(c: InferCtx) -> TensorType:
         return t
     if t.dtype == "bool" and c.op in ("sub_s", "rsub_s"):
         raise c.type_error(f"{c.op} is not defined on bool tensors ({c.describe(0)})")
+    if c.op == "pow_s" and not _is_float_scalar(v) and not (isinstance(v, sympy.Expr) or v >= 0):
+        raise c.type_error(f"an integer tensor to a negative integer power is not defined ({c.describe(0)} ** {v})",
+                           "cast it to a float first, or use a float exponent")
     if _is_float_scalar(v) or c.op in ("div_s", "rdiv_s"):
         return t.with_dtype("f32")
     return t.with_dtype("i64") if t.dtype == "bool" else t
@@ -125,6 +130,9 @@ def _matmul(c: InferCtx) -> TensorType:
     if a.rank == 0 or b.rank == 0:
         raise c.error(f"matmul needs tensors of rank >= 1, got {c.describe(0)} @ {c.describe(1)}")
     dtype = same_dtype(c)
+    if dtype not in FLOAT_DTYPES:
+        raise c.type_error(f"matmul needs floating-point tensors, got {c.describe(0)} @ {c.describe(1)}",
+                           "PyTorch has no integer matmul on CUDA; cast(x, \"f32\") first")
     sa = list(a.shape) if a.rank > 1 else [1] + list(a.shape)
     sb = list(b.shape) if b.rank > 1 else list(b.shape) + [1]
     if not D.equal(sa[-1], sb[-2]):
@@ -144,19 +152,40 @@ def _is_slice(it: Any) -> bool:
 
 
 def _slice_len(c: InferCtx, n, start, stop, step, axis: int):
-    """Length of ``n[start:stop:step]``: exact for static sizes; a symbolic size assumes in-range bounds."""
+    """Length of ``n[start:stop:step]`` as PyTorch gives it: bounds wrap once when negative, then
+    clamp to [0, n]; an empty range has length 0. Exact for static sizes; for a symbolic size the
+    clamps are ``Min``/``Max`` expressions that sympy folds when it can (``x[:, 1:]`` on T: T - 1)."""
     if step is None:
         step = 1
     if not isinstance(step, int) or step <= 0:
         raise c.error(f"getitem: a slice step must be a positive int, got {D.dim_str(step)}")
     if all(isinstance(v, int) or v is None for v in (n, start, stop)):
         return len(range(n)[slice(start, stop, step)])
-    lo = 0 if start is None else (n + start if isinstance(start, int) and start < 0 else start)
-    hi = n if stop is None else (n + stop if isinstance(stop, int) and stop < 0 else stop)
-    length = D.floordiv(D.norm(hi - lo + step - 1), step)
-    if isinstance(length, sympy.Expr) and length.is_negative:
-        raise c.error(f"getitem: slice {start}:{stop} of dim {axis} ({D.dim_str(n)}) is empty")
-    return length
+    if step == 1 and all(isinstance(v, int) or v is None for v in (start, stop)):
+        # the common cases in a form sympy keeps small: x[:, -3:] on T is min(3, T), not T - max(0, T - 3)
+        s, e = start, stop
+        if (s is None or s >= 0) and (e is None or e >= 0):
+            if e is None:
+                return D.norm(sympy.Max(n - (s or 0), 0))
+            return 0 if e <= (s or 0) else D.norm(sympy.Min(e, n) - sympy.Min(s or 0, n))
+        if s is not None and s < 0 and (e is None or e < 0):
+            return 0 if e is not None and e <= s else D.norm(sympy.Min(-s, n) - sympy.Min(-(e or 0), n))
+    lo = _slice_bound(c, n, start, 0, axis)
+    hi = _slice_bound(c, n, stop, n, axis)
+    return D.norm(sympy.Max(0, sympy.floor((sympy.sympify(hi) - lo + step - 1) / step)))
+
+
+def _slice_bound(c: InferCtx, n, bound, default, axis: int):
+    """A slice bound of dim ``n`` wrapped (when negative) and clamped to [0, n]."""
+    if bound is None:
+        return default
+    b = sympy.sympify(bound)
+    if b.is_negative:
+        return sympy.Max(b + n, 0)
+    if b.is_nonnegative:
+        return sympy.Min(b, n)
+    raise c.error(f"getitem: the sign of slice bound {D.dim_str(bound)} on dim {axis} is not known at compile "
+                  "time, so where it starts is not either", "use a bound that is provably >= 0 or < 0")
 
 
 def _expand_index(c: InferCtx, index: tuple, rank: int) -> list:

@@ -115,8 +115,7 @@ def _pool_infer(c: InferCtx) -> TensorType:
     """Max/average pooling over the last 1 or 2 axes (attrs kernel, stride, padding; floor mode)."""
     nd = _nd(c)
     x = c.expect_rank(0, nd + 2, nd + 1)
-    if c.op.startswith("avg"):
-        c.expect_float(0)
+    c.expect_float(0)  # PyTorch pools some integer dtypes on some devices only
     kernel = _tuple(c, "kernel", nd, None)
     stride = _tuple(c, "stride", nd, kernel)
     padding = _tuple(c, "padding", nd, 0)

@@ -1,7 +1,7 @@
 """Pointwise activations, softmax, reductions, dropout and the causal mask.
 
 Unary ops keep their input's type; most need a floating-point input (``relu`` and ``abs``
-also take ints). Reductions take attr ``dims`` (a tuple of axes, or None for all of them)
+also take ints; ``sigmoid``, ``tanh``, ``exp``, ``log``, ``sqrt`` turn ints and bools into f32). Reductions take attr ``dims`` (a tuple of axes, or None for all of them)
 and ``keepdim``; ``max``/``min`` return the values only (``torch.amax``/``torch.amin``).
 """
 from __future__ import annotations
@@ -14,12 +14,16 @@ _UNARY = {
     "relu": "F.relu", "silu": "F.silu", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh",
     "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
 }
-_INT_OK = ("relu", "abs")
+_INT_OK = ("relu", "abs")  # int in, int out (not bool)
+_PROMOTES = ("sigmoid", "tanh", "exp", "log", "sqrt")  # int or bool in, f32 out (PyTorch's promotion)
 
 
 def _unary_infer(c: InferCtx) -> TensorType:
-    """Elementwise function; the output has the input's type."""
+    """Elementwise function; the output has the input's type (f32 for an int or bool input of
+    sigmoid/tanh/exp/log/sqrt, as PyTorch computes them)."""
     t = c.types[0]
+    if c.op in _PROMOTES and not t.is_float:
+        return t.with_dtype("f32")
     if c.op not in _INT_OK:
         c.expect_float(0)
     elif t.dtype == "bool":

@@ -155,7 +155,7 @@ def test_internal_errors_are_one_line_unless_debugging(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr(nndsl.compiler, "build", boom)
+    monkeypatch.setattr(nndsl.compiler, "check", boom)  # check never lowers: it calls compiler.check
     res = _invoke("check", _write(tmp_path))
     assert res.exit_code == 1
     assert "internal error: ZeroDivisionError: oops" in res.output and "NNDSL_DEBUG=1" in res.output
