@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = ("matmul", "attention", "conv2d", "rowwise")
+FAMILIES = ("matmul", "attention", "conv2d", "rowwise", "linear_cross_entropy")
 
 
 def _time(fn) -> float:
