@@ -141,41 +141,44 @@ def example_target(g: Graph, sizes: dict[str, int], loss: str, device: torch.dev
 def count_step(module: torch.nn.Module, backend: str, inputs: list[torch.Tensor], target: torch.Tensor,
                loss_fn: Callable, execute: bool) -> launches.Launches:
     """Launches of forward + loss + backward on ``backend``, each attributed to an IR node index of
-    ``module.nndsl_graphs[backend]`` (None: the loss, or work no model line caused)."""
+    ``module.nndsl_graphs[backend]`` (None: the loss, or work no model line caused). A first,
+    uncounted step pays what only a first step does (autotuning, cached tables)."""
     if len(module.nndsl_graphs) > 1:
         module.nndsl_backend = backend
     fwd = type(module).__dict__.get(f"_nndsl_forward_{backend}", type(module).forward)
     files = {fwd.__code__.co_filename: module.nndsl_lines[backend][1]}
-    module.zero_grad(set_to_none=True)
-    torch.manual_seed(0)
-    with launches.count_launches(execute=execute) as got:
-        with launches.trace_lines(files, "forward") as owners:
-            objective = getattr(module, "nndsl_objective", None)
-            loss = objective(*inputs, target) if objective is not None else loss_fn(module(*inputs), target)
-        remove = launches.hook_backward(loss, owners)
-        try:
-            launches.at("backward", None)
-            loss.backward()
-        finally:
-            remove()
+    objective = getattr(module, "nndsl_objective", None)
+    for _warmup in (True, False):
+        module.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with launches.count_launches(execute=execute) as got:
+            with launches.trace_lines(files, "forward") as owners:
+                loss = objective(*inputs, target) if objective is not None else loss_fn(module(*inputs), target)
+            remove = launches.hook_backward(loss, owners)
+            try:
+                launches.at("backward", None)
+                loss.backward()
+            finally:
+                remove()
     module.zero_grad(set_to_none=True)
     return got
 
 
 def describe(node: Node) -> str:
-    """``fused_linear = linear + dropout + add`` for a fused node, else the op."""
-    if node.region is not None and node.region.ops():
-        return f"{node.op} = {' + '.join(node.region.ops())}"
-    return node.op
+    """``fused_linear = linear + dropout + add`` for a fused node, else the op; a kernel's
+    dropout or causal mask, when it is an attribute and not an op it covers, in parentheses."""
+    ops = node.region.ops() if node.region is not None else []
+    text = f"{node.op} = {' + '.join(ops)}" if ops else node.op
+    extra = ["causal"] if node.attrs.get("causal") is True else []
+    p = node.attrs.get("dropout")
+    if isinstance(p, float) and p > 0.0 and "dropout" not in ops and node.op != "dropout":
+        extra.append(f"dropout {p:g}")
+    return f"{text} ({', '.join(extra)})" if extra else text
 
 
 def source_lines(node: Node) -> str:
     """``file:line,line`` of every source span the node covers."""
-    spans = [s for s in (node.covers or (node.span,)) if s is not None]
-    by_file: dict[str, set[int]] = {}
-    for s in spans:
-        by_file.setdefault(s.file, set()).add(s.line)
-    return "; ".join(f"{f}:{','.join(map(str, sorted(ls)))}" for f, ls in by_file.items())
+    return _span_lines([s for s in (node.covers or (node.span,)) if s is not None])
 
 
 def rows(records: list[launches.Launch], g: Graph, phase: str) -> list[Row]:
@@ -233,7 +236,8 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
     return Explanation(compiled.model_name, backend, bound, execute, phases, missed)
 
 
-def _span_lines(spans: tuple) -> str:
+def _span_lines(spans) -> str:
+    """``file:line,line`` of every span, one entry per file."""
     by_file: dict[str, set[int]] = {}
     for s in spans:
         by_file.setdefault(s.file, set()).add(s.line)
