@@ -154,6 +154,7 @@ def count_step(module: torch.nn.Module, backend: str, inputs: list[torch.Tensor]
         with launches.count_launches(execute=execute) as got:
             with launches.trace_lines(files, "forward") as owners:
                 loss = objective(*inputs, target) if objective is not None else loss_fn(module(*inputs), target)
+                loss = loss[0] if isinstance(loss, (tuple, list)) else loss  # (loss, extras) from an objective
             remove = launches.hook_backward(loss, owners)
             try:
                 launches.at("backward", None)

@@ -107,8 +107,8 @@ class _AtenCounter(TorchDispatchMode):
         ns = getattr(func, "namespace", "")
         base = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
         out = func(*args, **(kwargs or {}))
-        if ns == "aten" and base.rstrip("_") not in _FREE and base not in _FREE and not getattr(func, "is_view", False) \
-                and not _host_scalar(args, kwargs, out):
+        free = base.rstrip("_") in _FREE or base in _FREE or getattr(func, "is_view", False)
+        if ns == "aten" and not free and not _host_scalar(args, kwargs, out):
             _record("aten", base)
         return out
 

@@ -102,7 +102,8 @@ def test_missed_fusion_is_explained(tmp_path):
     assert f"{src}:2,3: fuse_epilogues: linear + residual add: dropout output has two users" in out, out
     assert "B=3" in out, out
     # the linear still fused with its dropout, on line 2; the add and the multiply stay eager
-    assert re.search(rf"fused_linear = linear \+ dropout\s+{re.escape(str(src))}:2\s+_matmul_fwd_kernel$", out, re.M), out
+    fused = rf"fused_linear = linear \+ dropout\s+{re.escape(str(src))}:2\s+_matmul_fwd_kernel$"
+    assert re.search(fused, out, re.M), out
 
 
 def test_torch_backend_explains_against_itself():
@@ -111,3 +112,25 @@ def test_torch_backend_explains_against_itself():
     assert report["backend"] == "torch" and report["launches"] == report["unfused"] > 0, report
     (row,) = _rows(report, "forward", "linear")[:1]
     assert set(row["kernels"]) <= {"aten.addmm", "aten.mm", "aten.add"}, row
+
+
+def test_a_module_objective_is_the_step_loss_when_there_is_one():
+    """``nndsl_objective(*inputs, target)`` (the training objective) replaces forward + loss."""
+    import torch.nn.functional as F
+
+    from nndsl.compiler import build
+    from nndsl.explain import OUTSIDE, explain
+
+    src = Path(__file__).resolve().parents[2] / "examples" / "mnist_mlp.nn"
+    plain = explain(build(src, hyperparams={"hidden": 16}, backend="triton"))
+    compiled = build(src, hyperparams={"hidden": 16}, backend="triton")
+    m = compiled.module
+    calls = []
+    m.nndsl_objective = lambda x, y: calls.append(1) or F.cross_entropy(m(x), y) * 1.0  # one launch more
+    objective = explain(compiled)
+    assert calls == [1, 1, 1, 1], calls  # warm-up and counted step, on each backend
+    for phase in ("forward", "backward"):
+        got, want = objective.phases[phase], plain.phases[phase]
+        extra = int(phase == "forward") + int(phase == "backward")  # the * 1.0 and its backward
+        assert (got.launches, got.unfused) == (want.launches + extra, want.unfused + extra), (phase, got, want)
+        assert [r.ir for r in got.rows] == [r.ir for r in want.rows] and got.rows[-1].ir == OUTSIDE
