@@ -217,18 +217,30 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
 @_file_arg
 @click.option("--emit", type=click.Choice(["ir", "python"]), default="ir", show_default=True,
               help="What to print: the IR after the passes, or the generated forward.")
-@click.option("--backend", type=click.Choice(["torch", "triton"]), default="torch", show_default=True,
-              help="Whose pass pipeline to run.")
+@click.option("--backend", type=click.Choice(["torch", "triton"]), default=None,
+              help="Whose pass pipeline to run (default: torch; triton with --explain).")
 @click.option("--dump-ir", "dump_ir", default=None, metavar="PASS",
               help="Print the IR after pass PASS of the pipeline (dce, canonicalize, cse, raise, ...).")
+@click.option("--explain", type=click.Choice(["table", "json"]), is_flag=False, flag_value="table", default=None,
+              help="List every kernel one training step launches, per source line, beside the unfused "
+                   "count, and why fusion candidates did not fuse (--explain=json: as JSON).")
+@click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Batch size of the --explain step.")
 @_set_opt
 @_model_opt
-def compile_(file: Path, emit: str, backend: str, dump_ir: Optional[str], sets: tuple[str, ...],
-             model: Optional[str]) -> None:
-    """Compile FILE and print its IR or its generated Python forward."""
+def compile_(file: Path, emit: str, backend: Optional[str], dump_ir: Optional[str], explain: Optional[str],
+             batch: int, sets: tuple[str, ...], model: Optional[str]) -> None:
+    """Compile FILE and print its IR or its generated Python forward, or explain its kernels."""
     path = _existing(file)
-    compiled, _ = _compile(path, model, _parse_sets(sets), backend=backend)
-    if dump_ir is not None:
+    backend = backend or ("triton" if explain else "torch")
+    compiled, train_sets = _compile(path, model, _parse_sets(sets), backend=backend)
+    if explain is not None:
+        from .explain import explain as explain_step, format_explanation
+
+        loss = _config(compiled, path, train_sets, {}).loss if compiled.train is not None else None
+        report = explain_step(compiled, batch=batch, loss=loss, backend=backend)
+        click.echo(report.to_json() if explain == "json" else format_explanation(report))
+    elif dump_ir is not None:
         _dump_ir(compiled, backend, dump_ir)
     elif emit == "python":
         click.echo(compiled.python_source.rstrip())

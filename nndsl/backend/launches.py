@@ -7,23 +7,32 @@ a CPU. ``count_launches()`` is a context manager that records
   ``run`` method of Triton's ``JITFunction`` / ``InterpretedFunction`` is wrapped while it is active;
 * every ATen operator that computes something, through a ``TorchDispatchMode``: in eager PyTorch
   each such operator is one kernel launch. Views, metadata queries and bare allocations launch
-  nothing and are not counted; nndsl's own custom ops (namespace ``nndsl``) are not counted
-  themselves, because the Triton kernels they launch are.
+  nothing and are not counted, nor are CPU scalars made from nothing (seed draws: host work on a
+  GPU); nndsl's own custom ops (namespace ``nndsl``) are not counted themselves, because the
+  Triton kernels they launch are.
 
 Each record carries the *phase* and IR *node* that were current when it launched (set by the
-caller through ``at(phase, node)``; ``--explain`` marks every generated line and every backward
-step this way), so a launch can be attributed to the source line that caused it.
+caller through ``at(phase, node)``), so a launch can be attributed to the source line that caused
+it. ``trace_lines`` does that for generated forwards: it follows their lines with ``sys.settrace``
+(forward launches go to the IR node of the line running) and remembers which line created each
+autograd node; ``hook_backward`` then marks every backward step with the line whose node runs.
+
+``count_launches(execute=False)`` records interpreted Triton kernels without running them: the
+count does not depend on the numbers, and the interpreter is slow (the outputs are left as
+allocated). Compiled (CUDA) kernels always run.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 # ATen operators that launch no kernel: allocation, aliasing and metadata.
 _FREE = {
@@ -84,13 +93,24 @@ def _record(kind: str, name: str) -> None:
         _active[-1].records.append(Launch(kind, name, phase, node))
 
 
+def _host_scalar(args: Any, kwargs: Any, out: Any) -> bool:
+    """A factory op making only CPU scalars (a dropout kernel's seed draw from torch's CPU
+    generator): host work that launches no kernel on a GPU, so not counted on a CPU either."""
+    if any(isinstance(x, torch.Tensor) for x in tree_leaves((args, kwargs))):
+        return False
+    outs = [x for x in tree_leaves(out) if isinstance(x, torch.Tensor)]
+    return bool(outs) and all(x.dim() == 0 and x.device.type == "cpu" for x in outs)
+
+
 class _AtenCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         ns = getattr(func, "namespace", "")
         base = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-        if ns == "aten" and base.rstrip("_") not in _FREE and base not in _FREE and not getattr(func, "is_view", False):
+        out = func(*args, **(kwargs or {}))
+        free = base.rstrip("_") in _FREE or base in _FREE or getattr(func, "is_view", False)
+        if ns == "aten" and not free and not _host_scalar(args, kwargs, out):
             _record("aten", base)
-        return func(*args, **(kwargs or {}))
+        return out
 
 
 def _triton_run_classes() -> list[type]:
@@ -116,8 +136,9 @@ def _kernel_name(fn: Any) -> str:
 
 
 @contextlib.contextmanager
-def count_launches() -> Iterator[Launches]:
-    """Record every kernel launched inside the block (see the module docstring)."""
+def count_launches(execute: bool = True) -> Iterator[Launches]:
+    """Record every kernel launched inside the block (see the module docstring); ``execute=False``:
+    interpreted Triton kernels are recorded but not run."""
     result = Launches()
     patched: list[tuple[type, Any]] = []
     outermost = not _active
@@ -125,9 +146,12 @@ def count_launches() -> Iterator[Launches]:
         for cls in _triton_run_classes():
             orig = cls.run
 
-            def run(self, *args, __orig=orig, **kwargs):
+            def run(self, *args, __orig=orig, __skip=not execute and cls.__name__ == "InterpretedFunction",
+                    **kwargs):
                 if not kwargs.get("warmup", False):
                     _record("triton", _kernel_name(self))
+                    if __skip:
+                        return None
                 outer = getattr(_state, "in_triton", False)
                 _state.in_triton = True  # the interpreter's own host copies are not launches
                 try:
@@ -147,3 +171,79 @@ def count_launches() -> Iterator[Launches]:
         _state.where = saved
         for cls, orig in patched:
             cls.run = orig
+
+
+# ----------------------------------------------------------------------------- attribution
+def _tensors(x: Any) -> Iterator[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for item in x:
+            yield from _tensors(item)
+
+
+def claim_graph(roots: Any, owners: dict, owner: Any) -> None:
+    """Give every autograd node reachable from the tensors in ``roots`` and not owned yet to ``owner``."""
+    stack = [t.grad_fn for t in _tensors(roots) if t.grad_fn is not None]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in owners:
+            continue
+        owners[fn] = owner
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+
+
+@contextlib.contextmanager
+def trace_lines(files: dict[str, Sequence[Optional[int]]], phase: str = "forward") -> Iterator[dict]:
+    """Attribute launches inside the functions compiled from ``files`` (filename -> the IR node
+    index of each line, index = line - 1) to the node of the line running, and yield ``owners``:
+    autograd node -> the IR node index of the line that created it (filled as lines complete).
+
+    Launches outside those functions keep the attribution of their caller (``phase``, None at
+    the outermost level): a loss computed after the forward reads as (phase, None).
+    """
+    owners: dict = {}
+    frames: list[list] = []  # per active traced frame: [line nodes, node of the line running]
+    at(phase, None)
+
+    def done(frame, extra: Any = ()) -> None:  # the line that was running has completed
+        claim_graph([*frame.f_locals.values(), extra], owners, frames[-1][1])
+
+    def local(frame, event, arg):
+        if event == "line":
+            done(frame)
+            nodes = frames[-1][0]
+            i = frame.f_lineno - 1
+            frames[-1][1] = nodes[i] if 0 <= i < len(nodes) else None
+            at(phase, frames[-1][1])
+        elif event == "return":
+            done(frame, arg)
+            frames.pop()
+            at(phase, frames[-1][1] if frames else None)
+        return local
+
+    def call(frame, event, arg):
+        nodes = files.get(frame.f_code.co_filename)
+        if event != "call" or nodes is None:
+            return None
+        frames.append([nodes, None])
+        at(phase, None)
+        return local
+
+    before = sys.gettrace()
+    sys.settrace(call)
+    try:
+        yield owners
+    finally:
+        sys.settrace(before)
+
+
+def hook_backward(roots: Any, owners: dict, phase: str = "backward", default: Any = None) -> Callable[[], None]:
+    """Before each autograd node reachable from ``roots`` runs, attribute launches to
+    (``phase``, its owner in ``owners``; ``default`` for nodes no line created). Returns a
+    function that removes the hooks."""
+    claim_graph(roots, owners, default)
+    handles = []
+    for fn, owner in owners.items():
+        handles.append(fn.register_prehook(lambda grads, __owner=owner: at(phase, __owner)))
+    return lambda: [h.remove() for h in handles]
