@@ -89,11 +89,12 @@ def _matmul_backward(grad, a, b, s, need_a, need_b, need_bias, dropout_p, seed):
 
 @_matmul_backward.register_fake
 def _(grad, a, b, s, need_a, need_b, need_bias, dropout_p, seed):
-    return (a.new_empty(a.shape) if need_a else _empty(a), b.new_empty(b.shape) if need_b else _empty(a),
+    return (a.new_empty(a.shape) if need_a else _empty(a), _mm.grad_like(b) if need_b else _empty(a),
             a.new_empty((b.shape[-1],)) if need_bias else _empty(a))
 
 
 def _matmul_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     a, b, _, activation, _, dropout_p, seed, _ = inputs
     ctx.save_for_backward(a, b, output[1])
     ctx.conf = (activation != "none", dropout_p, seed)
@@ -146,6 +147,7 @@ def _(do, q, k, v, out, lse, causal, scale, need_dq, need_dkdv, dropout_p, seed)
 
 
 def _attention_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     q, k, v, causal, scale, dropout_p, seed = inputs
     ctx.save_for_backward(q, k, v, *output)
     ctx.conf = (causal, scale, dropout_p, seed)
@@ -209,6 +211,7 @@ def _(dy, x, weight, saved, stride, padding, dilation, groups, activation, need_
 
 
 def _conv2d_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     x, weight, bias, stride, padding, dilation, groups, activation, _ = inputs
     saved = {"output": output[0], "preact": output[1], None: None}[_conv_saves(activation)]
     ctx.save_for_backward(x, weight, saved)
@@ -257,6 +260,7 @@ def _(logits, target, lse, grad_rows, ignore_index):
 
 
 def _cross_entropy_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     logits, target, ignore_index = inputs
     ctx.save_for_backward(logits, target, output[1])
     ctx.ignore_index = ignore_index
@@ -316,6 +320,7 @@ def _(dy, x, weight, mean, rstd, need_dw, need_db):
 
 
 def _layer_norm_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     ctx.save_for_backward(inputs[0], inputs[1], output[1], output[2])
 
 
@@ -327,6 +332,7 @@ def _layer_norm_grad(ctx, dy, _dmean, _drstd):
 
 
 def _rms_norm_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     ctx.save_for_backward(inputs[0], inputs[1], output[1])
 
 
@@ -373,6 +379,7 @@ def _(y, dy, dim, log):
 
 
 def _softmax_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     ctx.save_for_backward(output)
     ctx.dim = inputs[1]
 

@@ -456,11 +456,23 @@ def _grad_gemm(g, s, x, x_bs, x_strides, c, sizes, row_sum, consts):
     return rsum.sum((0, 1)) if row_sum else None
 
 
+def grad_like(x: torch.Tensor) -> torch.Tensor:
+    """An empty gradient for x in x's own layout when x is the transposed view of a contiguous
+    matrix (``w.t()`` of a linear layer): its transpose, the weight's gradient, is then contiguous
+    and autograd accumulates it without a copy. Contiguous otherwise."""
+    if x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and x.stride() == (1, x.shape[0]):
+        return x.new_empty((x.shape[1], x.shape[0])).t()
+    return x.new_empty(x.shape)
+
+
 def _grad_buffer(out, shape, x, name):
     """Where x's gradient is written, `shape` = x's shape with the batch broadcast: fp32 when
-    broadcast dims get summed to x's shape afterwards, else x's dtype (or `out`)."""
+    broadcast dims get summed to x's shape afterwards, else x's dtype (or `out`), in x's layout
+    when x is a transposed weight (``grad_like``)."""
     if math.prod(shape) != x.numel():
         return torch.empty(shape, device=x.device, dtype=torch.float32)
+    if out is None and tuple(shape) == tuple(x.shape):
+        return grad_like(x)
     return _out_buffer(out, x.shape, x, name).view(shape)
 
 

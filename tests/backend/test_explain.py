@@ -70,11 +70,6 @@ def test_gpt_counts_add_up_and_the_forward_is_below_half_of_eager(gpt_report):
     assert gpt_report["missed"] == [] and gpt_report["executed"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="measured 275 vs 391 (0.70): autograd fills a zeros gradient for every "
-                   "unused kernel output (57 launches: act'(z), lse, mean, rstd; kernels/library.py setup_context "
-                   "could call ctx.set_materialize_grads(False)), and AccumulateGrad copies every linear's "
-                   "transposed dW (25 launches: the matmul backward could write dW in the weight's layout); "
-                   "with both, 193 vs 391")
 def test_gpt_training_step_launches_below_half_of_eager(gpt_report):
     assert gpt_report["launches"] < 0.5 * gpt_report["unfused"], (gpt_report["launches"], gpt_report["unfused"])
 
