@@ -499,10 +499,12 @@ def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index: int = -1
                          chunk_rows: int | None = None):
     """F.cross_entropy(F.linear(x, weight, bias), target) without the logits, through
     ``nndsl::linear_cross_entropy`` (see kernels.linear_cross_entropy): a 0-d fp32 loss."""
-    _lce._check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows)
-    # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the reference path
+    # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the family's reference path
     if (x.dtype == torch.bfloat16 and not x.is_cuda) or not use_triton(x, weight, target, bias):
-        return _lce.linear_cross_entropy_reference(x, weight, target, bias, ignore_index, reduction)
+        return _lce.linear_cross_entropy(x, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
+                                         chunk_rows=chunk_rows)
+    # validated inside the op (by its launcher): checking target's values on the CPU here would be a
+    # data-dependent branch (a graph break) inside a compiled region
     need = [_needs_grad(t) for t in (x, weight, bias)]
     return torch.ops.nndsl.linear_cross_entropy(x, weight, target, bias, ignore_index, reduction, chunk_rows or 0,
                                                 *need)[0]
