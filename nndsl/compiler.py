@@ -233,6 +233,9 @@ def compile(source_or_path: Union[str, Path], model: Optional[str] = None, *, ba
     Keyword arguments override the model's hyperparameters: ``nndsl.compile("gpt.nn", D=128)``.
     ``backend``: "auto" (fused Triton kernels on CUDA inputs, PyTorch ops elsewhere), "triton" or
     "torch"; ``module.nndsl_backend`` switches it later. The state_dict is the same for all.
+    Where the train section's loss has an IR form (cross-entropy on logits), the module also has
+    ``nndsl_objective(*inputs, y)``: that loss compiled with the model (``nndsl.objective``; on
+    the Triton backend the last projection and the loss run as one kernel), which ``nndsl run`` trains.
     """
     return build(source_or_path, model=model, hyperparams=hyperparams, backend=backend).module
 

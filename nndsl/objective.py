@@ -114,7 +114,7 @@ def train_loss(section, hyperparams: Mapping[str, Any]) -> tuple[Optional[LossSp
 
     None when the entry does not evaluate: the run's configuration reports that error itself.
     """
-    from .runtime.config import LOSSES, TrainConfig, Evaluator, bind
+    from .runtime.config import LOSSES, Evaluator, TrainConfig, bind
 
     entry = next((e for e in (section.entries if section is not None else []) if e.key == "loss"), None)
     if entry is None:
