@@ -27,6 +27,9 @@ Ops (schemas as registered below):
                          need_dx, need_dw, need_db) -> (dx, dw, db)
   nndsl::cross_entropy(logits, target, ignore_index) -> (loss per row fp32, lse fp32)
   nndsl::cross_entropy_backward(logits, target, lse, grad_rows, ignore_index) -> dlogits
+  nndsl::linear_cross_entropy(x, weight, target, bias?, ignore_index, reduction, chunk_rows, need_x,
+                              need_weight, need_bias) -> (loss fp32, dx, dweight, dbias)
+      (the gradients are computed in the forward; its backward only scales them: no backward op)
   nndsl::layer_norm(x, weight?, bias?, eps) -> (y, mean, rstd);  nndsl::rms_norm(x, weight?, eps) -> (y, rstd)
   nndsl::norm_backward(dy, x, weight?, mean?, rstd, need_dw, need_db) -> (dx, dw, db)
   nndsl::softmax(x, dim) -> y;  nndsl::log_softmax(x, dim) -> y;  nndsl::softmax_backward(y, dy, dim, log) -> dx
@@ -41,8 +44,9 @@ from torch.library import custom_op
 from ._common import check_float, check_same, use_triton
 
 # The package binds the family names to their public functions: reach the modules by name.
-_mm, _at, _cv, _ce, _nm, _sm = (importlib.import_module(f"{__package__}.{name}") for name in
-                                ("matmul", "attention", "conv2d", "cross_entropy", "norms", "softmax"))
+_mm, _at, _cv, _ce, _lce, _nm, _sm = (
+    importlib.import_module(f"{__package__}.{name}") for name in
+    ("matmul", "attention", "conv2d", "cross_entropy", "linear_cross_entropy", "norms", "softmax"))
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -277,6 +281,46 @@ _cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entro
 
 
 # ----------------------------------------------------------------------------------------------
+# linear_cross_entropy: the loss and, in the same pass over the chunks, the gradients it needs
+# ----------------------------------------------------------------------------------------------
+@custom_op("nndsl::linear_cross_entropy", mutates_args=(), schema="(Tensor x, Tensor weight, Tensor target, "
+           "Tensor? bias, int ignore_index, str reduction, int chunk_rows, bool need_x, bool need_weight, "
+           "bool need_bias) -> (Tensor, Tensor, Tensor, Tensor)")
+def _linear_cross_entropy(x, weight, target, bias, ignore_index, reduction, chunk_rows, need_x, need_weight,
+                          need_bias):
+    loss, dx, dw, db = _lce.linear_cross_entropy_forward(
+        x, weight, target, bias, ignore_index=ignore_index, reduction=reduction, chunk_rows=chunk_rows or None,
+        need_x=need_x, need_weight=need_weight, need_bias=need_bias)
+    return loss, _or_empty(dx, x), _or_empty(dw, x), _or_empty(db, x)
+
+
+@_linear_cross_entropy.register_fake
+def _(x, weight, target, bias, ignore_index, reduction, chunk_rows, need_x, need_weight, need_bias):
+    return (x.new_empty((), dtype=torch.float32), x.new_empty(x.shape) if need_x else _empty(x),
+            weight.new_empty(weight.shape) if need_weight else _empty(x),
+            bias.new_empty(bias.shape) if need_bias and bias is not None else _empty(x))
+
+
+def _linear_cross_entropy_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output[1:])
+    ctx.computed = inputs[7:10]  # need_x, need_weight, need_bias: which gradients the forward made
+
+
+def _linear_cross_entropy_grad(ctx, dloss, _ddx, _ddw, _ddb):
+    def scaled(t, need):  # out of place: a second backward (retain_graph) sees the same saved grads
+        return t * dloss.to(t.dtype) if need else None
+
+    dx, dw, db = ctx.saved_tensors
+    made_x, made_w, made_b = ctx.computed
+    need = ctx.needs_input_grad
+    return (scaled(dx, need[0] and made_x), scaled(dw, need[1] and made_w), None,
+            scaled(db, need[3] and made_b)) + (None,) * 6
+
+
+_linear_cross_entropy.register_autograd(_linear_cross_entropy_grad, setup_context=_linear_cross_entropy_setup)
+
+
+# ----------------------------------------------------------------------------------------------
 # layer_norm / rms_norm: one backward op for both (mean is None for RMSNorm)
 # ----------------------------------------------------------------------------------------------
 def _stats_like(x: torch.Tensor) -> torch.Tensor:
@@ -458,6 +502,21 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
     return (loss.sum() / (target != ignore_index).sum()).to(logits.dtype)  # 0 / 0 = nan, as in PyTorch
 
 
+def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index: int = -100, reduction: str = "mean",
+                         chunk_rows: int | None = None):
+    """F.cross_entropy(F.linear(x, weight, bias), target) without the logits, through
+    ``nndsl::linear_cross_entropy`` (see kernels.linear_cross_entropy): a 0-d fp32 loss."""
+    # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the family's reference path
+    if (x.dtype == torch.bfloat16 and not x.is_cuda) or not use_triton(x, weight, target, bias):
+        return _lce.linear_cross_entropy(x, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
+                                         chunk_rows=chunk_rows)
+    # validated inside the op (by its launcher): checking target's values on the CPU here would be a
+    # data-dependent branch (a graph break) inside a compiled region
+    need = [_needs_grad(t) for t in (x, weight, bias)]
+    return torch.ops.nndsl.linear_cross_entropy(x, weight, target, bias, ignore_index, reduction, chunk_rows or 0,
+                                                *need)[0]
+
+
 def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
     """F.layer_norm over the last dim through ``nndsl::layer_norm`` (see kernels.norms.layer_norm)."""
     _nm._check_args(x, weight, bias, rms=False)
@@ -493,4 +552,5 @@ def log_softmax(x, dim: int = -1):
     return _softmax_call(torch.ops.nndsl.log_softmax, _sm.log_softmax, x, dim)
 
 
-__all__ = ["attention", "conv2d", "cross_entropy", "layer_norm", "log_softmax", "matmul", "rms_norm", "softmax"]
+__all__ = ["attention", "conv2d", "cross_entropy", "layer_norm", "linear_cross_entropy", "log_softmax", "matmul",
+           "rms_norm", "softmax"]

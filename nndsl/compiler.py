@@ -128,6 +128,7 @@ def build(
     on a CPU they run under ``TRITON_INTERPRET=1``), or "auto" (Triton on CUDA inputs, PyTorch
     elsewhere; on a machine without CUDA only the PyTorch forward is generated)."""
     from .backend import torch_codegen
+    from .objective import build_objective, train_loss
     from .passes import run_passes
 
     # text -> AST -> typed, verified IR (see check)
@@ -137,13 +138,19 @@ def build(
     _check_memory(graph)
     # how the loss reads the output, decided before a pass may rewrite a trailing softmax
     output_is_probs = torch_codegen.ends_in_probs(graph)
-    # IR -> IR: each backend's pass pipeline, on its own copy of the graph
+    # the training objective (model + targets + loss) as IR, where the train section's loss has an IR form
+    loss, loss_span = train_loss(checked.train, graph.hyperparams)
+    objective = build_objective(graph, loss, output_is_probs, loss_span)
+    # IR -> IR: each backend's pass pipeline, on its own copy of the graph (and of the objective)
     graphs = {b: run_passes(copy.deepcopy(graph), b, verify=verify) for b in backends_for(backend)}
-    # IR -> nn.Module with a generated forward per backend, one parameter tree
+    objectives = {b: run_passes(copy.deepcopy(objective.graph), b, verify=verify) for b in graphs} \
+        if objective is not None else None
+    # IR -> nn.Module with a generated forward (and objective) per backend, one parameter tree
     meta = {"source": checked.source, "file": str(checked.path) if checked.path is not None else "<string>",
             "model": graph.name, "hyperparams": dict(graph.hyperparams)}
     try:
-        module = torch_codegen.lower_backends(graphs, meta, output_is_probs=output_is_probs, backend=backend)
+        module = torch_codegen.lower_backends(graphs, meta, output_is_probs=output_is_probs, backend=backend,
+                                              objectives=objectives, loss=objective.spec if objective else None)
     except MemoryError:
         raise _out_of_memory(graph) from None
     except RuntimeError as e:  # torch's allocators say "can't allocate memory" / "out of memory"
@@ -226,6 +233,9 @@ def compile(source_or_path: Union[str, Path], model: Optional[str] = None, *, ba
     Keyword arguments override the model's hyperparameters: ``nndsl.compile("gpt.nn", D=128)``.
     ``backend``: "auto" (fused Triton kernels on CUDA inputs, PyTorch ops elsewhere), "triton" or
     "torch"; ``module.nndsl_backend`` switches it later. The state_dict is the same for all.
+    Where the train section's loss has an IR form (cross-entropy on logits), the module also has
+    ``nndsl_objective(*inputs, y)``: that loss compiled with the model (``nndsl.objective``; on
+    the Triton backend the last projection and the loss run as one kernel), which ``nndsl run`` trains.
     """
     return build(source_or_path, model=model, hyperparams=hyperparams, backend=backend).module
 

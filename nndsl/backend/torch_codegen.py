@@ -28,7 +28,9 @@ from .module_tree import build_tree
 
 # instance attributes of every compiled model (a top-level layer may not take these names)
 MODEL_ATTRS = frozenset({"graph", "input_names", "output_is_probs", "nndsl_meta", "nndsl_line_spans",
-                         "_nndsl_slots", "nndsl_backend", "nndsl_graphs", "nndsl_sources", "nndsl_lines"})
+                         "_nndsl_slots", "nndsl_backend", "nndsl_graphs", "nndsl_sources", "nndsl_lines",
+                         "nndsl_objective", "nndsl_loss", "nndsl_objective_graphs", "nndsl_objective_sources",
+                         "nndsl_objective_lines"})
 BACKENDS = ("auto", "torch", "triton")
 _counter = itertools.count(1)
 
@@ -73,38 +75,63 @@ def _compile_forward(fwd: Forward) -> Any:
     return namespace["forward"]
 
 
-def _dispatch(self, *args):
-    """``forward`` of a model lowered for several backends: the Triton forward on CUDA inputs
-    (``nndsl_backend == "auto"``), or the one ``nndsl_backend`` names. The device is known only
-    when the model is called, so the choice is made per call (one attribute read and one compare)."""
+def _on_triton(self, args: tuple) -> bool:
+    """The Triton function on CUDA inputs (``nndsl_backend == "auto"``), or where ``nndsl_backend``
+    names it. The device is known only when the model is called, so the choice is made per call
+    (one attribute read and one compare)."""
     b = self.nndsl_backend
-    if b == "triton" or (b == "auto" and args and getattr(args[0], "is_cuda", False)):
-        return self._nndsl_forward_triton(*args)
-    return self._nndsl_forward_torch(*args)
+    return b == "triton" or (b == "auto" and bool(args) and getattr(args[0], "is_cuda", False))
+
+
+def _dispatch(self, *args):
+    """``forward`` of a model lowered for several backends (see ``_on_triton``)."""
+    return self._nndsl_forward_triton(*args) if _on_triton(self, args) else self._nndsl_forward_torch(*args)
+
+
+def _dispatch_objective(self, *args):
+    """``nndsl_objective(*inputs, y)``: the training loss, on the backend ``forward`` would run."""
+    return self._nndsl_objective_triton(*args) if _on_triton(self, args) else self._nndsl_objective_torch(*args)
+
+
+def _generate(graphs: dict[str, Graph], base: Graph) -> dict[str, Forward]:
+    """The generated function per backend; each graph reads the parameters of ``base``, in order."""
+    out = {}
+    for name, g in graphs.items():
+        if list(g.params) != list(base.params):  # the passes keep every parameter, in order
+            g.params = dict(base.params)
+        out[name] = generate_forward(g, name)
+    return out
 
 
 def lower_backends(graphs: dict[str, Graph], meta: Optional[dict] = None, *, output_is_probs: bool,
-                   backend: str) -> NndslModule:
+                   backend: str, objectives: Optional[dict[str, Graph]] = None, loss: Any = None) -> NndslModule:
     """One module holding a generated forward per backend in ``graphs`` (``"torch"`` always),
     sharing one parameter tree built from the torch graph, so the state_dict is the same whatever
     the backend and a checkpoint of one loads into the other. ``backend`` ("auto" | "torch" |
     "triton") picks the forward per call (``_dispatch``); it can be changed on the module later.
+
+    ``objectives`` (backend -> objective graph, ``nndsl.objective``; the same backends as
+    ``graphs``) adds ``nndsl_objective(*inputs, y)``, the training loss ``loss`` (a ``LossSpec``),
+    generated and dispatched per backend like ``forward``.
     """
     base = graphs["torch"]
-    fwds = {}
-    for name, g in graphs.items():
-        if list(g.params) != list(base.params):  # the passes keep every parameter, in order
-            g.params = dict(base.params)
-        fwds[name] = generate_forward(g, name)
+    fwds = _generate(graphs, base)
+    objs = _generate(objectives, base) if objectives else {}
     attrs: dict[str, Any] = {f"_nndsl_forward_{k}": _compile_forward(f) for k, f in fwds.items()}
     attrs["forward"] = _dispatch if len(fwds) > 1 else attrs["_nndsl_forward_torch"]
+    if objs:
+        attrs.update({f"_nndsl_objective_{k}": _compile_forward(f) for k, f in objs.items()})
+        attrs["nndsl_objective"] = _dispatch_objective if len(objs) > 1 else attrs["_nndsl_objective_torch"]
     module = type("NndslModel", (NndslModule,), attrs)()
     slots = build_tree(module, base, MODEL_ATTRS)
     module.__dict__.update(
         graph=base, input_names=[v.name for v in base.inputs], nndsl_meta=dict(meta or {}),
         output_is_probs=bool(output_is_probs), nndsl_line_spans=fwds["torch"].line_spans, _nndsl_slots=slots,
         nndsl_backend=backend if len(fwds) > 1 else "torch", nndsl_graphs=dict(graphs),
-        nndsl_sources={k: f.source for k, f in fwds.items()}, nndsl_lines={k: (f.line_spans, f.line_nodes) for k, f in fwds.items()})
+        nndsl_sources={k: f.source for k, f in fwds.items()}, nndsl_lines={k: (f.line_spans, f.line_nodes) for k, f in fwds.items()},
+        nndsl_loss=loss if objs else None, nndsl_objective_graphs=dict(objectives or {}),
+        nndsl_objective_sources={k: f.source for k, f in objs.items()},
+        nndsl_objective_lines={k: (f.line_spans, f.line_nodes) for k, f in objs.items()})
     return module
 
 

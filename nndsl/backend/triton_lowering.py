@@ -75,6 +75,17 @@ def _linear(e: EmitCtx) -> str:
     return f"kern.library.matmul({e.ins[0]}, {e.ins[1]}.t(), {bias}, None, None)"
 
 
+def _cross_entropy(e: EmitCtx) -> str:
+    """The mean over every row in float32, as the torch reference (low-precision logits upcast first)."""
+    logits = e.ins[0] if e.node.inputs[0].type.dtype == "f32" else f"{e.ins[0]}.float()"
+    return f"kern.library.cross_entropy({logits}, {e.ins[1]}.long())"
+
+
+def _linear_cross_entropy(e: EmitCtx) -> str:
+    bias = e.ins[2] if e.attrs.get("bias") else "None"
+    return f"kern.library.linear_cross_entropy({e.ins[0]}, {e.ins[1]}, {e.ins[-1]}.long(), {bias})"
+
+
 KERNEL_DTYPES = ("f32", "f16", "bf16")  # what every kernel family takes (not f64, not integers)
 
 # kernel op -> its lowering (one kernel-family call each)
@@ -88,6 +99,8 @@ LOWERINGS = {
     "rmsnorm_kernel": _rmsnorm,
     "softmax_kernel": lambda e: f"kern.library.softmax({e.ins[0]})",          # over the last axis
     "log_softmax_kernel": lambda e: f"kern.library.log_softmax({e.ins[0]})",  # over the last axis
+    "cross_entropy_kernel": _cross_entropy,                          # fused log-softmax + NLL, mean
+    "linear_cross_entropy": _linear_cross_entropy,                   # chunked: no [N, C] logits
 }
 
 for _op, _emit in LOWERINGS.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 # every module of this package that registers ops
-FAMILIES = ("core", "shape", "pointwise", "nn", "sequence", "fused")
+FAMILIES = ("core", "shape", "pointwise", "nn", "sequence", "fused", "loss")
 
 _loaded = False
 

@@ -55,6 +55,9 @@ META: dict[str, OpMeta] = {
     **{name: _m(KERNEL, random_attr="dropout") for name in ("fused_linear", "fused_matmul", "flash_attention")},
     **{name: _m(KERNEL) for name in (
         "fused_conv2d", "layernorm_kernel", "rmsnorm_kernel", "softmax_kernel", "log_softmax_kernel")},
+    # losses (ops.loss): a scalar over every position; their kernels
+    "cross_entropy_loss": _m(REDUCTION),
+    **{name: _m(KERNEL) for name in ("cross_entropy_kernel", "linear_cross_entropy")},
 }
 
 

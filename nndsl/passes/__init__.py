@@ -17,19 +17,22 @@ from .cse import cse
 from .dce import dead_code_elimination
 from .driver import env_budget, fusion_budget
 from .fuse_epilogues import fuse_epilogues
+from .fuse_loss import fuse_loss
 from .raising import raise_stdlib
 from .result import Pass, PassResult
 
 __all__ = ["PassResult", "Pass", "PIPELINES", "run_passes", "pass_name", "dead_code_elimination", "canonicalize",
-           "cse", "raise_stdlib", "fuse_epilogues", "claim"]
+           "cse", "raise_stdlib", "fuse_epilogues", "fuse_loss", "claim"]
 
 # One ordered list of passes per backend.
 PIPELINES: dict[str, list[Pass]] = {
     # the PyTorch reference backend: structural clean-up only
     "torch": [dead_code_elimination],
     # the Triton backend: clean up, put one spelling on everything, raise hand-written math to stdlib
-    # ops, fuse matmul/conv epilogues, hand what a kernel takes to that kernel, drop what is left over
-    "triton": [dead_code_elimination, canonicalize, cse, raise_stdlib, fuse_epilogues, claim, dead_code_elimination],
+    # ops, fuse matmul/conv epilogues, fuse the loss (objective graphs) with the projection before it,
+    # hand what a kernel takes to that kernel, drop what is left over
+    "triton": [dead_code_elimination, canonicalize, cse, raise_stdlib, fuse_epilogues, fuse_loss, claim,
+               dead_code_elimination],
 }
 
 _SHORT = {"dead_code_elimination": "dce", "raise_stdlib": "raise"}

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import NndslConfigError, NndslDataError, NndslError
+from ..objective import training_objective
 from . import checkpoint as ckpt
 from . import data
 from .config import Spec, TrainConfig
@@ -183,6 +184,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     # model, loss, optimizer, schedule
     model.to(dev).train()
     loss_fn = make_loss(cfg.loss, output_is_probs)
+    objective = training_objective(model, cfg.loss, output_is_probs)  # the compiled model + loss, fused
     opt = build_optimizer(model, cfg.optimizer)
     weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
     step_mode = cfg.mode == "steps"
@@ -284,7 +286,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             lr = schedule(step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg)
+            loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg, objective=objective)
             total_loss = loss + _penalty(weights, cfg.l1, cfg.l2) if (cfg.l1 or cfg.l2) else loss
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
@@ -328,8 +330,19 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     return out
 
 
-def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainConfig) -> torch.Tensor:
-    """Forward and loss; the first step turns a data/model mismatch into a located data error."""
+def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainConfig,
+          objective: Optional[Callable] = None) -> torch.Tensor:
+    """The training loss: through the model's compiled ``objective`` (the loss fused into the model's
+    graph; its value is ``loss_fn(model(x), y)``'s) when it has one for this loss, else forward and
+    ``loss_fn``. The first step turns a data/model mismatch into a located data error."""
+    if objective is not None:
+        args = (*x, y) if isinstance(x, (list, tuple)) else (x, y)
+        try:
+            return objective(*args)
+        except (ValueError, TypeError) as e:  # the compiled objective's input checks
+            if not first:
+                raise
+            raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
     if not first:
         return loss_fn(_forward(model, x), y)
     try:
