@@ -11,7 +11,8 @@ autotuners must have run once before capture).
 
 The public wrappers at the bottom take the family functions' arguments and validate them with
 the family's own checks; they call the ops where the kernels run (CUDA tensors, or the CPU
-under ``TRITON_INTERPRET=1``) and the family function (its PyTorch reference) elsewhere.
+under ``TRITON_INTERPRET=1``, in float32 only: the interpreter has no bf16) and the family's
+PyTorch reference elsewhere.
 Under ``torch.autocast`` the ops and the wrappers cast their inputs: matmul, attention and
 conv2d to the autocast dtype, the norms, softmax and cross-entropy to float32 (``_autocast.py``).
 Dropout seeds are drawn here, outside the ops, so the ops stay functional; under torch.compile
@@ -419,7 +420,7 @@ def matmul(a, b, bias=None, activation=None, residual=None, *, dropout_p: float 
     act = _mm._check_args(a, b, bias, activation, residual)
     seed = _seed(dropout_p, seed)
     if not _kernels_run(a, b, bias, residual):
-        return _mm.matmul(a, b, bias, act, residual, **_dropout(dropout_p, seed))
+        return _mm.matmul_reference(a, b, bias, act, residual, **_dropout(dropout_p, seed))
     save = _needs_grad(a, b, bias)
     return torch.ops.nndsl.matmul(a, b, bias, act, residual, float(dropout_p), seed, save)[0]
 
@@ -436,7 +437,7 @@ def attention(q, k, v, causal: bool = False, scale: float | None = None, *, drop
     scale = _at._resolve_scale(scale, q.shape[-1])
     seed = _seed(dropout_p, seed)
     if not _kernels_run(q, k, v):
-        return _at.attention(q, k, v, causal, scale, **_dropout(dropout_p, seed))
+        return _at.attention_reference(q, k, v, causal, scale, **_dropout(dropout_p, seed))
     return torch.ops.nndsl.attention(q, k, v, bool(causal), float(scale), float(dropout_p), seed)[0]
 
 
@@ -445,7 +446,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, acti
     """act(conv2d(x, weight, bias)) through ``nndsl::conv2d`` (see kernels.conv2d.conv2d)."""
     stride, padding, dilation, _ = _cv._check_args(x, weight, bias, stride, padding, dilation, groups, activation)
     if not _kernels_run(x, weight, bias):
-        return _cv.conv2d(x, weight, bias, stride, padding, dilation, groups, activation)
+        return _cv.conv2d_reference(x, weight, bias, stride, padding, dilation, groups, activation)
     act = "none" if activation is None else activation
     return torch.ops.nndsl.conv2d(x, weight, bias, list(stride), list(padding), list(dilation), groups, act,
                                   _needs_grad(x, weight, bias))[0]
@@ -457,7 +458,7 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
     if reduction not in _ce._REDUCTIONS:
         raise ValueError(f"reduction must be one of {_ce._REDUCTIONS}, got {reduction!r}")
     if not _kernels_run(logits, target):
-        return _ce.cross_entropy(logits, target, ignore_index, reduction)
+        return _ce.cross_entropy_reference(logits, target, ignore_index, reduction)
     loss, _ = torch.ops.nndsl.cross_entropy(logits, target, ignore_index)
     if reduction == "none":
         return loss.view(target.shape).to(logits.dtype)
@@ -471,7 +472,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
     """F.layer_norm over the last dim through ``nndsl::layer_norm`` (see kernels.norms.layer_norm)."""
     _nm._check_args(x, weight, bias, rms=False)
     if not _kernels_run(x, weight, bias):
-        return _nm.layer_norm(x, weight, bias, eps)
+        return _nm.layer_norm_reference(x, weight, bias, eps)
     return torch.ops.nndsl.layer_norm(x, weight, bias, float(eps))[0]
 
 
@@ -480,29 +481,29 @@ def rms_norm(x, weight=None, eps: float = 1e-6):
     """RMSNorm over the last dim through ``nndsl::rms_norm`` (see kernels.norms.rms_norm)."""
     _nm._check_args(x, weight, None, rms=True)
     if not _kernels_run(x, weight):
-        return _nm.rms_norm(x, weight, eps)
+        return _nm.rms_norm_reference(x, weight, eps)
     return torch.ops.nndsl.rms_norm(x, weight, float(eps))[0]
 
 
-def _softmax_call(op, family, x, dim: int):
+def _softmax_call(op, reference, x, dim: int):
     check_float("x", x)
     if x.dim() == 0:
         raise ValueError("x must have at least 1 dim, got shape ()")
     if not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
         raise ValueError(f"dim must be an int in [{-x.dim()}, {x.dim()}) for x of shape {tuple(x.shape)}, got {dim!r}")
-    return op(x, dim % x.dim()) if _kernels_run(x) else family(x, dim)
+    return op(x, dim % x.dim()) if _kernels_run(x) else reference(x, dim)
 
 
 @_autocast(FP32)
 def softmax(x, dim: int = -1):
     """torch.softmax(x, dim) through ``nndsl::softmax`` (see kernels.softmax.softmax)."""
-    return _softmax_call(torch.ops.nndsl.softmax, _sm.softmax, x, dim)
+    return _softmax_call(torch.ops.nndsl.softmax, _sm.softmax_reference, x, dim)
 
 
 @_autocast(FP32)
 def log_softmax(x, dim: int = -1):
     """torch.log_softmax(x, dim) through ``nndsl::log_softmax`` (see kernels.softmax.log_softmax)."""
-    return _softmax_call(torch.ops.nndsl.log_softmax, _sm.log_softmax, x, dim)
+    return _softmax_call(torch.ops.nndsl.log_softmax, _sm.log_softmax_reference, x, dim)
 
 
 # Autocast: matmul, attention and conv2d in the autocast dtype; norms, softmax and the loss in fp32
