@@ -167,6 +167,22 @@ def test_low_precision_on_the_cpu_takes_the_references():
                      TOL[dtype])
 
 
+def test_torch_compile_traces_the_autocast_kernels():
+    """torch.compile(fullgraph=True) traces an autocast region around the ops and the wrappers
+    (AOTAutograd dispatches through the Autocast kernels) and gives the eager dtypes and values."""
+    def step(a, b, x, w):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return (torch.ops.nndsl.matmul(a, b, None, "none", None, 0.0, 0, False)[0], L.matmul(a, b),
+                    L.layer_norm(x, w))
+
+    args = (torch.randn(3, 16), torch.randn(16, 5), torch.randn(3, 6, dtype=torch.bfloat16), torch.randn(6))
+    eager = step(*args)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(*args)
+    assert [t.dtype for t in compiled] == [torch.bfloat16, torch.bfloat16, torch.float32]
+    for i, (c, e) in enumerate(zip(compiled, eager)):
+        assert torch.equal(c, e), f"output {i} differs between torch.compile and eager"
+
+
 # ----------------------------------------------------------------------------- on a GPU: the real kernels
 @pytest.mark.parametrize("dtype", LOW, ids=["bf16", "fp16"])
 def test_autocast_runs_the_kernels_cuda(dtype):

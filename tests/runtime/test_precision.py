@@ -19,7 +19,9 @@ from nndsl.cli import main
 from nndsl.errors import NndslConfigError
 from nndsl.runtime import checkpoint as ckpt
 from nndsl.runtime import precision as amp
-from nndsl.runtime.train import fit
+from nndsl.runtime.data import synthetic_regression
+from nndsl.runtime.losses import mse
+from nndsl.runtime.train import evaluate, fit
 from tolerance import TOL, rel_err
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -145,6 +147,27 @@ def test_bf16_on_the_triton_backend_casts_per_op():
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         assert p.grad.dtype == torch.float32, f"{name}: grad {p.grad.dtype}"
         assert rel_err(p.grad, q.grad) < 5 * TOL[torch.bfloat16], f"{name}: gradient far from float64"
+
+
+@pytest.mark.parametrize("precision,expected", [("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_evaluation_runs_under_the_same_autocast(tmp_path, precision, expected):
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out, self.seen = torch.nn.Linear(5, 1), []
+
+        def forward(self, x):
+            on = torch.is_autocast_enabled("cpu")
+            self.seen.append(torch.get_autocast_dtype("cpu") if on else None)
+            return self.out(x)
+
+    cfg = section(f"data = synthetic_regression(n=20, features=5)\nloss = mse\nprecision = {precision}")
+    src = synthetic_regression(n=20, features=5, part="test")
+    model = Probe()
+    metrics = evaluate(model, src, cfg, amp.Precision(precision, torch.device("cpu")).loss(mse), False,
+                       torch.device("cpu"))
+    assert model.seen and set(model.seen) == {expected}, model.seen
+    assert metrics["loss"] == pytest.approx(mse(model.out(src.x), src.y).item(), rel=2 * TOL[torch.bfloat16])
 
 
 # ----------------------------------------------------------------------------- fp16 loss scaling
