@@ -11,7 +11,10 @@ autotuners must have run once before capture).
 
 The public wrappers at the bottom take the family functions' arguments and validate them with
 the family's own checks; they call the ops where the kernels run (CUDA tensors, or the CPU
-under ``TRITON_INTERPRET=1``) and the family function (its PyTorch reference) elsewhere.
+under ``TRITON_INTERPRET=1``, in float32 only: the interpreter has no bf16) and the family's
+PyTorch reference elsewhere.
+Under ``torch.autocast`` the ops and the wrappers cast their inputs: matmul, attention and
+conv2d to the autocast dtype, the norms, softmax and cross-entropy to float32 (``_autocast.py``).
 Dropout seeds are drawn here, outside the ops, so the ops stay functional; under torch.compile
 pass ``seed`` explicitly (drawing one reads torch's CPU generator, a graph break). An op cannot
 return None: an output nobody asked for is an empty tensor.
@@ -41,6 +44,9 @@ import importlib
 import torch
 from torch.library import custom_op
 
+from ._autocast import FP32, LOW
+from ._autocast import register as _register_autocast
+from ._autocast import wrap as _autocast
 from ._common import check_float, check_same, use_triton
 
 # The package binds the family names to their public functions: reach the modules by name.
@@ -452,16 +458,25 @@ def _seed(dropout_p: float, seed: int | None) -> int:
     return int(torch.randint(0, 2**31 - 1, ()).item())
 
 
+def _kernels_run(*tensors: torch.Tensor | None) -> bool:
+    """The op (and its kernels) runs: on CUDA, or under the interpreter in float32 only (the
+    interpreter computes with numpy, which has no bf16); elsewhere the family's reference does."""
+    return use_triton(*tensors) and all(t is None or t.is_cuda or not t.is_floating_point()
+                                        or t.dtype == torch.float32 for t in tensors)
+
+
+@_autocast(LOW)
 def matmul(a, b, bias=None, activation=None, residual=None, *, dropout_p: float = 0.0, seed: int | None = None):
     """act(a @ b + bias) [dropout] + residual through ``nndsl::matmul`` (see kernels.matmul.matmul)."""
     act = _mm._check_args(a, b, bias, activation, residual)
     seed = _seed(dropout_p, seed)
-    if not use_triton(a, b, bias, residual):
-        return _mm.matmul(a, b, bias, act, residual, **_dropout(dropout_p, seed))
+    if not _kernels_run(a, b, bias, residual):
+        return _mm.matmul_reference(a, b, bias, act, residual, **_dropout(dropout_p, seed))
     save = _needs_grad(a, b, bias)
     return torch.ops.nndsl.matmul(a, b, bias, act, residual, float(dropout_p), seed, save)[0]
 
 
+@_autocast(LOW)
 def attention(q, k, v, causal: bool = False, scale: float | None = None, *, dropout_p: float = 0.0,
               seed: int | None = None):
     """softmax(q kᵀ · scale [+ causal mask]) [dropout] v through ``nndsl::attention`` (see kernels.attention)."""
@@ -472,28 +487,29 @@ def attention(q, k, v, causal: bool = False, scale: float | None = None, *, drop
     _at._check_shapes(q, k, v, causal)
     scale = _at._resolve_scale(scale, q.shape[-1])
     seed = _seed(dropout_p, seed)
-    # the interpreter has no bf16 (numpy): on the CPU only float32 runs the kernels
-    if not (use_triton(q, k, v) and (q.is_cuda or q.dtype == torch.float32)):
-        return _at.attention(q, k, v, causal, scale, **_dropout(dropout_p, seed))
+    if not _kernels_run(q, k, v):
+        return _at.attention_reference(q, k, v, causal, scale, **_dropout(dropout_p, seed))
     return torch.ops.nndsl.attention(q, k, v, bool(causal), float(scale), float(dropout_p), seed)[0]
 
 
+@_autocast(LOW)
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
     """act(conv2d(x, weight, bias)) through ``nndsl::conv2d`` (see kernels.conv2d.conv2d)."""
     stride, padding, dilation, _ = _cv._check_args(x, weight, bias, stride, padding, dilation, groups, activation)
-    if not use_triton(x, weight, bias):
-        return _cv.conv2d(x, weight, bias, stride, padding, dilation, groups, activation)
+    if not _kernels_run(x, weight, bias):
+        return _cv.conv2d_reference(x, weight, bias, stride, padding, dilation, groups, activation)
     act = "none" if activation is None else activation
     return torch.ops.nndsl.conv2d(x, weight, bias, list(stride), list(padding), list(dilation), groups, act,
                                   _needs_grad(x, weight, bias))[0]
 
 
+@_autocast(FP32)
 def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "mean"):
     """F.cross_entropy with classes last through ``nndsl::cross_entropy`` (see kernels.cross_entropy)."""
     if reduction not in _ce._REDUCTIONS:
         raise ValueError(f"reduction must be one of {_ce._REDUCTIONS}, got {reduction!r}")
-    if not use_triton(logits, target):
-        return _ce.cross_entropy(logits, target, ignore_index, reduction)
+    if not _kernels_run(logits, target):
+        return _ce.cross_entropy_reference(logits, target, ignore_index, reduction)
     loss, _ = torch.ops.nndsl.cross_entropy(logits, target, ignore_index)
     if reduction == "none":
         return loss.view(target.shape).to(logits.dtype)
@@ -502,12 +518,13 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
     return (loss.sum() / (target != ignore_index).sum()).to(logits.dtype)  # 0 / 0 = nan, as in PyTorch
 
 
+@_autocast(LOW)
 def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index: int = -100, reduction: str = "mean",
                          chunk_rows: int | None = None):
     """F.cross_entropy(F.linear(x, weight, bias), target) without the logits, through
     ``nndsl::linear_cross_entropy`` (see kernels.linear_cross_entropy): a 0-d fp32 loss."""
-    # the interpreter's tl.dot has no bf16 (numpy): on the CPU bf16 takes the family's reference path
-    if (x.dtype == torch.bfloat16 and not x.is_cuda) or not use_triton(x, weight, target, bias):
+    # the interpreter's tl.dot has no bf16 (numpy): on the CPU low precision takes the reference path
+    if not _kernels_run(x, weight, bias):
         return _lce.linear_cross_entropy(x, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
                                          chunk_rows=chunk_rows)
     # validated inside the op (by its launcher): checking target's values on the CPU here would be a
@@ -517,39 +534,51 @@ def linear_cross_entropy(x, weight, target, bias=None, *, ignore_index: int = -1
                                                 *need)[0]
 
 
+@_autocast(FP32)
 def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
     """F.layer_norm over the last dim through ``nndsl::layer_norm`` (see kernels.norms.layer_norm)."""
     _nm._check_args(x, weight, bias, rms=False)
-    if not use_triton(x, weight, bias):
-        return _nm.layer_norm(x, weight, bias, eps)
+    if not _kernels_run(x, weight, bias):
+        return _nm.layer_norm_reference(x, weight, bias, eps)
     return torch.ops.nndsl.layer_norm(x, weight, bias, float(eps))[0]
 
 
+@_autocast(FP32)
 def rms_norm(x, weight=None, eps: float = 1e-6):
     """RMSNorm over the last dim through ``nndsl::rms_norm`` (see kernels.norms.rms_norm)."""
     _nm._check_args(x, weight, None, rms=True)
-    if not use_triton(x, weight):
-        return _nm.rms_norm(x, weight, eps)
+    if not _kernels_run(x, weight):
+        return _nm.rms_norm_reference(x, weight, eps)
     return torch.ops.nndsl.rms_norm(x, weight, float(eps))[0]
 
 
-def _softmax_call(op, family, x, dim: int):
+def _softmax_call(op, reference, x, dim: int):
     check_float("x", x)
     if x.dim() == 0:
         raise ValueError("x must have at least 1 dim, got shape ()")
     if not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
         raise ValueError(f"dim must be an int in [{-x.dim()}, {x.dim()}) for x of shape {tuple(x.shape)}, got {dim!r}")
-    return op(x, dim % x.dim()) if use_triton(x) else family(x, dim)
+    return op(x, dim % x.dim()) if _kernels_run(x) else reference(x, dim)
 
 
+@_autocast(FP32)
 def softmax(x, dim: int = -1):
     """torch.softmax(x, dim) through ``nndsl::softmax`` (see kernels.softmax.softmax)."""
-    return _softmax_call(torch.ops.nndsl.softmax, _sm.softmax, x, dim)
+    return _softmax_call(torch.ops.nndsl.softmax, _sm.softmax_reference, x, dim)
 
 
+@_autocast(FP32)
 def log_softmax(x, dim: int = -1):
     """torch.log_softmax(x, dim) through ``nndsl::log_softmax`` (see kernels.softmax.log_softmax)."""
-    return _softmax_call(torch.ops.nndsl.log_softmax, _sm.log_softmax, x, dim)
+    return _softmax_call(torch.ops.nndsl.log_softmax, _sm.log_softmax_reference, x, dim)
+
+
+# Autocast: matmul, attention and conv2d in the autocast dtype; norms, softmax and the loss in fp32
+# (the wrappers above apply the same policy; see _autocast.py)
+for _name, _policy in (("matmul", LOW), ("attention", LOW), ("conv2d", LOW), ("linear_cross_entropy", LOW),
+                       ("cross_entropy", FP32),
+                       ("layer_norm", FP32), ("rms_norm", FP32), ("softmax", FP32), ("log_softmax", FP32)):
+    _register_autocast(_name, _policy)
 
 
 __all__ = ["attention", "conv2d", "cross_entropy", "layer_norm", "linear_cross_entropy", "log_softmax", "matmul",

@@ -142,13 +142,15 @@ def _config(compiled, path: Path, train_sets: dict[str, str], cli: dict[str, Any
 @click.option("--batch", type=int, default=None, help="Batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the optimizer.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Matmuls, convolutions and attention in bf16/fp16 (norms, losses, weights in fp32).")
 @_set_opt
 @_model_opt
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its newest good checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a run folder holding an earlier run (deletes its checkpoints).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (the per-epoch lines remain).")
 def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[int], batch: Optional[int],
-        lr: Optional[float], device: Optional[str], sets: tuple[str, ...], model: Optional[str], resume: bool,
+        lr: Optional[float], device: Optional[str], precision: Optional[str], sets: tuple[str, ...], model: Optional[str], resume: bool,
         overwrite: bool, no_progress: bool) -> None:
     """Train FILE's model per its train section and evaluate it."""
     from .runtime.rundir import RunDir
@@ -164,7 +166,7 @@ def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[
     with RunDir.open(out) as run_dir:  # checked and locked before any work
         claim(run_dir.path, resume=resume, overwrite=overwrite, log=click.echo, dry=True)
         _run(path, run_dir, parsed, model, resume, overwrite, not no_progress,
-             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device))
+             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device, precision=precision))
 
 
 def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resume: bool, overwrite: bool,

@@ -20,6 +20,7 @@ from typing import Any, Optional, Union
 from ..errors import NndslConfigError, Span, did_you_mean
 from ..frontend import ast
 from . import data as datasets
+from .precision import PRECISIONS
 
 
 # ----------------------------------------------------------------------------- specs and signatures
@@ -124,6 +125,8 @@ class TrainConfig:
     eval_batches: Optional[int] = None  # evaluate on this many batches (None: the whole eval set)
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto | cpu | cuda (auto: cuda when available)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: matmuls, convolutions, attention in bf16/fp16 (autocast);
+    #                          norms, softmax, losses and the weights in fp32; fp16 scales the loss
     base_dir: Path = field(default_factory=Path.cwd)  # folder of the .nn file: relative data paths start here
     spans: dict[str, Span] = field(default_factory=dict, repr=False)  # key -> where the file set it
 
@@ -155,10 +158,11 @@ KEYS: dict[str, str] = {
     "metrics": "metrics", "clip": "float>0", "seed": "int>=0", "checkpoint_every": "int>0",
     "checkpoint_minutes": "float>0", "keep_last": "int>0", "best": "best",
     "eval_every": "int>0", "eval_batches": "int>0", "workers": "int>=0", "device": "device",
+    "precision": "precision",
 }
 _SCALAR_KINDS = {"float>=0": Arg("", "float", min=0.0), "float>0": Arg("", "float", positive=True),
                  "int>0": Arg("", "int", positive=True), "int>=0": Arg("", "int", min=0),
-                 "device": Arg("", "str", choices=DEVICES)}
+                 "device": Arg("", "str", choices=DEVICES), "precision": Arg("", "str", choices=PRECISIONS)}
 # keys the command line may set (`--set batch=12`, `--epochs 3`); `lr` sets the optimizer's lr
 OVERRIDABLE = tuple(k for k, kind in KEYS.items() if kind in _SCALAR_KINDS) + ("lr",)
 
@@ -378,6 +382,9 @@ def _set(cfg: TrainConfig, key: str, value: Any, span: Optional[Span], hp: dict[
         value = _metrics(value, span)
     elif kind == "best":
         value = _best(value, span)
+    elif kind == "precision":  # a bare name reads as its text: precision = bf16
+        value = check_value(_SCALAR_KINDS[kind], value.name if isinstance(value, Ident) else value,
+                            getattr(value, "span", span), key, hp)
     else:
         value = check_value(_SCALAR_KINDS[kind], value, span, key, hp)
     setattr(cfg, key, value)
@@ -445,6 +452,8 @@ def describe(cfg: TrainConfig) -> str:
     if cfg.eval:
         lines.append(f"  eval {cfg.eval}; metrics {', '.join(cfg.metrics)}")
     extras = [f"{k} {getattr(cfg, k)}" for k in ("l1", "l2", "clip") if getattr(cfg, k)]
+    if cfg.precision != "fp32":
+        extras.append(f"precision {cfg.precision}")
     if extras:
         lines.append("  " + ", ".join(extras))
     return "\n".join(lines)

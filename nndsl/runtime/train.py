@@ -3,7 +3,7 @@
 Epoch mode (``epochs = N``) evaluates after every epoch; step mode (``steps = N``) every
 ``eval_every`` steps. The learning rate is set before every optimizer step from the schedule, so
 the schedule's only state is the step count, and a run resumed from a checkpoint (weights,
-optimizer, step, history, RNG states, sampler state, running loss) continues exactly where it
+optimizer, step, history, RNG states, sampler state, running loss, fp16 loss scale) continues exactly where it
 stopped: its weights and loss history are bit-identical to an uninterrupted run's. When and what
 ``fit`` checkpoints is ``saver.py``'s job; the run folder and its lock are ``rundir.py``'s.
 
@@ -33,6 +33,7 @@ from . import data
 from .config import Spec, TrainConfig
 from .losses import make_loss
 from .metrics import Metrics, fmt
+from .precision import Precision, autocast
 from .progress import Interval, LossWatch, describe_nonfinite
 from .rundir import METRICS, RUN, RunDir, save_json
 from .saver import Saver, claim
@@ -119,7 +120,8 @@ def _forward(model, x):
 
 def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_probs: bool,
              dev: torch.device) -> dict[str, float]:
-    """``cfg.metrics`` over ``source`` (all of it, or ``cfg.eval_batches`` batches), model in eval mode."""
+    """``cfg.metrics`` over ``source`` (all of it, or ``cfg.eval_batches`` batches), model in eval mode,
+    the forward in ``cfg.precision`` (the metrics in fp32 or wider)."""
     was_training = model.training
     model.eval()
     m = Metrics(cfg.metrics, loss_fn, output_is_probs)
@@ -127,7 +129,8 @@ def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_pr
         for i, xy in enumerate(data.eval_batches(source, cfg.batch, cfg.eval_batches, workers=cfg.workers,
                                                  pin=dev.type == "cuda")):
             x, y = _to(xy, dev)
-            pred = _forward(model, x)
+            with autocast(cfg.precision, dev):
+                pred = _forward(model, x)
             if i == 0:
                 data.check_targets(pred, source, cfg, "eval")
             m.update(pred, y)
@@ -183,7 +186,8 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         data.check_fits(model, eval_src, cfg, "eval")
     # model, loss, optimizer, schedule
     model.to(dev).train()
-    loss_fn = make_loss(cfg.loss, output_is_probs)
+    amp = Precision(cfg.precision, dev, cfg.spans.get("precision"))  # autocast, fp16 loss scaling
+    loss_fn = amp.loss(make_loss(cfg.loss, output_is_probs))
     objective = training_objective(model, cfg.loss, output_is_probs)  # the compiled model + loss, fused
     opt = build_optimizer(model, cfg.optimizer)
     weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
@@ -206,6 +210,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             model.load_state_dict(w)
             opt.load_state_dict(saved["optimizer"])
             sampler.set_state(saved["sampler"])
+            amp.load_state_dict(saved.get("scaler"))
             interval = Interval(dev, saved.get("interval"))
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise NndslDataError(f"the checkpoint {found.path} does not fit this model or optimizer: "
@@ -247,7 +252,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             return
         check_finite(step)
         saver.save(step, model, {"optimizer": opt.state_dict(), "sampler": sampler.get_state(),
-                                 "rng": ckpt.rng_state(), "interval": iv.state(), **st}, periodic=periodic, best=best)
+                                 "rng": ckpt.rng_state(), "interval": iv.state(), "scaler": amp.state_dict(), **st}, periodic=periodic, best=best)
 
     def record(step: int, lr: float) -> bool:
         """Evaluate, append to the history, print one line, rewrite metrics.json; True if a new best."""
@@ -286,13 +291,16 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             lr = schedule(step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg, objective=objective)
+            with amp.autocast():  # the forward in the run's precision (the loss in fp32: amp.loss / the objective)
+                loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg,
+                             objective=objective)
             total_loss = loss + _penalty(weights, cfg.l1, cfg.l2) if (cfg.l1 or cfg.l2) else loss
             opt.zero_grad(set_to_none=True)
-            total_loss.backward()
+            amp.backward(total_loss)
             if cfg.clip:
+                amp.unscale(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
+            amp.step(opt)
             step += 1
             st["step"] = step
             watch.update(loss, step)
