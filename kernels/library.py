@@ -308,6 +308,7 @@ def _(x, weight, target, bias, ignore_index, reduction, chunk_rows, need_x, need
 
 
 def _linear_cross_entropy_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # unused outputs (s, lse, stats) get no zero-filled gradient
     ctx.save_for_backward(*output[1:])
     ctx.computed = inputs[7:10]  # need_x, need_weight, need_bias: which gradients the forward made
 

@@ -145,9 +145,14 @@ def count_step(module: torch.nn.Module, backend: str, inputs: list[torch.Tensor]
     uncounted step pays what only a first step does (autotuning, cached tables)."""
     if len(module.nndsl_graphs) > 1:
         module.nndsl_backend = backend
-    fwd = type(module).__dict__.get(f"_nndsl_forward_{backend}", type(module).forward)
-    files = {fwd.__code__.co_filename: module.nndsl_lines[backend][1]}
     objective = getattr(module, "nndsl_objective", None)
+    fn = type(module).__dict__.get(f"_nndsl_objective_{backend}")
+    if objective is not None and fn is not None and "nndsl_objective" not in vars(module):
+        # the training objective (model + loss, fused) is generated code of its own: trace it
+        files = {fn.__code__.co_filename: module.nndsl_objective_lines[backend][1]}
+    else:
+        fwd = type(module).__dict__.get(f"_nndsl_forward_{backend}", type(module).forward)
+        files = {fwd.__code__.co_filename: module.nndsl_lines[backend][1]}
     for _warmup in (True, False):
         module.zero_grad(set_to_none=True)
         torch.manual_seed(0)
@@ -230,11 +235,17 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
         plain = count_step(module, "torch", inputs, target, loss_fn, execute)
     finally:
         module.nndsl_backend = was
-    g = module.nndsl_graphs[backend]
+    g = step_graph(module, backend) if "nndsl_objective" not in vars(module) else module.nndsl_graphs[backend]
     phases = {ph: Phase(fused.total(ph), plain.total(ph), rows(fused.records, g, ph),
                         dict(Counter(r.name for r in plain.records if r.phase == ph))) for ph in PHASES}
     missed = [Missed(_span_lines(n.spans), n.candidate, n.reason) for n in g.fusion_log]
     return Explanation(compiled.model_name, backend, bound, execute, phases, missed)
+
+
+def step_graph(module: torch.nn.Module, backend: str) -> Graph:
+    """The IR one training step runs: the objective graph (model + loss) when the module has one."""
+    objectives = getattr(module, "nndsl_objective_graphs", None) or {}
+    return objectives.get(backend) or module.nndsl_graphs[backend]
 
 
 def _span_lines(spans) -> str:
