@@ -189,8 +189,8 @@ def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resu
     dev = resolve_device(cfg.device)
     cfg = _interpreted_eval(cfg, module, dev, click.echo)
     n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    click.echo(f"{compiled.model_name}: {n_params:,} parameters, training on {dev} with {_SHOWN[_backend_used(module, dev)]}"
-               f"{' (resuming)' if resume else ''}; run folder {out}")
+    click.echo(f"{compiled.model_name}: {n_params:,} parameters, training on {dev} with "
+               f"{_SHOWN[_backend_used(module, dev)]}{' (resuming)' if resume else ''}; run folder {out}")
     click.echo(describe(cfg))
     result = fit(module, cfg, run_dir, device=str(dev), resume=resume, overwrite=overwrite,
                  output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=progress,
