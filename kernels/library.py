@@ -15,9 +15,12 @@ under ``TRITON_INTERPRET=1``, in float32 only: the interpreter has no bf16) and 
 PyTorch reference elsewhere.
 Under ``torch.autocast`` the ops and the wrappers cast their inputs: matmul, attention and
 conv2d to the autocast dtype, the norms, softmax and cross-entropy to float32 (``_autocast.py``).
-Dropout seeds are drawn here, outside the ops, so the ops stay functional; under torch.compile
-pass ``seed`` explicitly (drawing one reads torch's CPU generator, a graph break). An op cannot
-return None: an output nobody asked for is an empty tensor.
+Dropout seeds are drawn here, outside the ops, so the ops stay functional. The seed is a
+``SymInt``: ``torch.compile(fullgraph=True)`` traces the draw (``randint(...).item()``) into the
+graph as an unbacked integer, so every compiled step draws a fresh seed from torch's generator;
+without ``fullgraph``, Dynamo breaks the graph at the ``.item()`` unless
+``torch._dynamo.config.capture_scalar_outputs`` is set. An op cannot return None: an output
+nobody asked for is an empty tensor.
 
 Ops (schemas as registered below):
   nndsl::matmul(a, b, bias?, activation, residual?, dropout_p, seed, save_grad) -> (y, act'(z))
@@ -77,7 +80,7 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 # matmul: act(a @ b + bias) [dropout] + residual
 # ----------------------------------------------------------------------------------------------
 @custom_op("nndsl::matmul", mutates_args=(), schema="(Tensor a, Tensor b, Tensor? bias, str activation, "
-           "Tensor? residual, float dropout_p, int seed, bool save_grad) -> (Tensor, Tensor)")
+           "Tensor? residual, float dropout_p, SymInt seed, bool save_grad) -> (Tensor, Tensor)")
 def _matmul(a, b, bias, activation, residual, dropout_p, seed, save_grad):
     y, s = _mm.matmul_forward(a, b, bias, activation, residual, save_grad=save_grad, **_dropout(dropout_p, seed))
     return y, _or_empty(s, a)
@@ -90,7 +93,7 @@ def _(a, b, bias, activation, residual, dropout_p, seed, save_grad):
 
 
 @custom_op("nndsl::matmul_backward", mutates_args=(), schema="(Tensor grad, Tensor a, Tensor b, Tensor? s, "
-           "bool need_a, bool need_b, bool need_bias, float dropout_p, int seed) -> (Tensor, Tensor, Tensor)")
+           "bool need_a, bool need_b, bool need_bias, float dropout_p, SymInt seed) -> (Tensor, Tensor, Tensor)")
 def _matmul_backward(grad, a, b, s, need_a, need_b, need_bias, dropout_p, seed):
     da, db, dbias = _mm.matmul_backward(grad, a, b, s, need_a=need_a, need_b=need_b, need_bias=need_bias,
                                         **_dropout(dropout_p, seed))
@@ -127,7 +130,7 @@ _matmul.register_autograd(_matmul_grad, setup_context=_matmul_setup)
 # attention: softmax(q kᵀ · scale [+ causal mask]) [dropout] v
 # ----------------------------------------------------------------------------------------------
 @custom_op("nndsl::attention", mutates_args=(), schema="(Tensor q, Tensor k, Tensor v, bool causal, "
-           "float scale, float dropout_p, int seed) -> (Tensor, Tensor)")
+           "float scale, float dropout_p, SymInt seed) -> (Tensor, Tensor)")
 def _attention(q, k, v, causal, scale, dropout_p, seed):
     with _at._device_of(q):
         return _at._attention_fwd(q, k, v, causal, scale, **_dropout(dropout_p, seed))
@@ -142,7 +145,7 @@ def _(q, k, v, causal, scale, dropout_p, seed):
 
 @custom_op("nndsl::attention_backward", mutates_args=(), schema="(Tensor do, Tensor q, Tensor k, Tensor v, "
            "Tensor out, Tensor lse, bool causal, float scale, bool need_dq, bool need_dkdv, float dropout_p, "
-           "int seed) -> (Tensor, Tensor, Tensor)")
+           "SymInt seed) -> (Tensor, Tensor, Tensor)")
 def _attention_backward(do, q, k, v, out, lse, causal, scale, need_dq, need_dkdv, dropout_p, seed):
     with _at._device_of(q):
         dq, dk, dv = _at._attention_bwd(do, q, k, v, out, lse, causal, scale, need_dq=need_dq,

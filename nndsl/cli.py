@@ -144,14 +144,17 @@ def _config(compiled, path: Path, train_sets: dict[str, str], cli: dict[str, Any
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
               help="Matmuls, convolutions and attention in bf16/fp16 (norms, losses, weights in fp32).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
+              help="Which forward trains: fused Triton kernels, PyTorch ops, or auto (Triton on CUDA); "
+                   "triton on a CPU runs the kernels under Triton's interpreter (slow).")
 @_set_opt
 @_model_opt
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its newest good checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a run folder holding an earlier run (deletes its checkpoints).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (the per-epoch lines remain).")
 def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[int], batch: Optional[int],
-        lr: Optional[float], device: Optional[str], precision: Optional[str], sets: tuple[str, ...], model: Optional[str], resume: bool,
-        overwrite: bool, no_progress: bool) -> None:
+        lr: Optional[float], device: Optional[str], precision: Optional[str], backend: str, sets: tuple[str, ...],
+        model: Optional[str], resume: bool, overwrite: bool, no_progress: bool) -> None:
     """Train FILE's model per its train section and evaluate it."""
     from .runtime.rundir import RunDir
     from .runtime.saver import claim
@@ -166,36 +169,61 @@ def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[
     with RunDir.open(out) as run_dir:  # checked and locked before any work
         claim(run_dir.path, resume=resume, overwrite=overwrite, log=click.echo, dry=True)
         _run(path, run_dir, parsed, model, resume, overwrite, not no_progress,
-             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device, precision=precision))
+             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device, precision=precision), backend)
 
 
 def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resume: bool, overwrite: bool,
-         progress: bool, cli: dict[str, Any]) -> None:
+         progress: bool, cli: dict[str, Any], backend: str = "auto") -> None:
     """``nndsl run`` once its run folder is locked: compile, configure, train, report."""
     from .runtime.config import describe
     from .runtime.metrics import fmt
     from .runtime.train import fit, resolve_device
 
     out = run_dir.path
-    compiled, train_sets = _compile(path, model, parsed)
+    compiled, train_sets = _compile(path, model, parsed, backend=backend)
     if compiled.train is None:
         raise NndslConfigError(f"{path} has no train section for model {compiled.model_name}",
                                hint="add: train { data = ...  loss = ...  optimizer = ... }")
     cfg = _config(compiled, path, train_sets, cli)
     if cfg.seed != 0 and not resume:  # initial weights from the train section's seed
-        compiled, _ = _compile(path, model, parsed, seed=cfg.seed)
+        compiled, _ = _compile(path, model, parsed, seed=cfg.seed, backend=backend)
     module = compiled.module
     dev = resolve_device(cfg.device)
+    cfg = _interpreted_eval(cfg, module, dev, click.echo)
     n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    click.echo(f"{compiled.model_name}: {n_params:,} parameters, training on {dev}"
-               f"{' (resuming)' if resume else ''}; run folder {out}")
+    click.echo(f"{compiled.model_name}: {n_params:,} parameters, training on {dev} with "
+               f"{_SHOWN[_backend_used(module, dev)]}{' (resuming)' if resume else ''}; run folder {out}")
     click.echo(describe(cfg))
     result = fit(module, cfg, run_dir, device=str(dev), resume=resume, overwrite=overwrite,
                  output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=progress,
-                 model_meta=dict(getattr(module, "nndsl_meta", {}) or {}))
+                 model_meta=dict(getattr(module, "nndsl_meta", {}) or {}), backend=backend)
     final = "  ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
     click.echo(f"final: {final}  ({result['samples_per_second']:,.0f} samples/s, {result['seconds']:.1f} s)")
     click.echo(f"saved {out}/checkpoints, metrics.json, run.json")
+
+
+def _backend_used(module, dev) -> str:
+    """Which forward trains on ``dev``: "triton", "interpreted" (Triton's kernels on a CPU) or "torch"."""
+    b = getattr(module, "nndsl_backend", "torch")
+    if b == "triton" or (b == "auto" and dev.type == "cuda"):
+        return "triton" if dev.type == "cuda" else "interpreted"
+    return "torch"
+
+
+_SHOWN = {"triton": "the Triton backend", "interpreted": "the Triton backend (kernels under Triton's interpreter)",
+          "torch": "the PyTorch backend"}
+_INTERPRETED_EVAL_BATCHES = 2  # the interpreter takes seconds per batch: a whole eval set would take hours
+
+
+def _interpreted_eval(cfg, module, dev, log):
+    """Under Triton's interpreter, evaluate on a few batches unless the file or --set says how many."""
+    import dataclasses
+
+    if cfg.eval_batches is not None or _backend_used(module, dev) != "interpreted":
+        return cfg
+    log(f"evaluating on {_INTERPRETED_EVAL_BATCHES} batches per evaluation under Triton's interpreter "
+        "(--set eval_batches=N to change)")
+    return dataclasses.replace(cfg, eval_batches=_INTERPRETED_EVAL_BATCHES)
 
 
 @main.command()

@@ -140,7 +140,7 @@ def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_pr
 
 def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, RunDir] = None, *,
         device: Optional[str] = None, resume: bool = False, overwrite: bool = False, output_is_probs: bool = False,
-        progress: bool = True, model_meta: Optional[dict] = None,
+        progress: bool = True, model_meta: Optional[dict] = None, backend: Optional[str] = None,
         log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
     """Train ``model`` per ``cfg``; write checkpoints and metrics under ``out_dir`` (None: write nothing).
 
@@ -148,7 +148,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, Run
     ``device``: "cpu" | "cuda" | "auto" (default: ``cfg.device``). ``resume``: continue from the
     newest good checkpoint in ``out_dir``; ``overwrite``: start afresh in a folder holding another run.
     ``output_is_probs``: the model ends in softmax/sigmoid.
-    ``model_meta`` goes into ``out_dir/run.json`` (``nndsl.load`` rebuilds the model from it).
+    ``model_meta`` goes into ``out_dir/run.json`` (``nndsl.load`` rebuilds the model from it), with
+    ``backend`` (the ``--backend`` the model was compiled for; the weights load into any backend).
     Returns ``{"final": {metric: value}, "history": [...], "samples_per_second": ..., "seconds": ...}``.
     """
     if cfg.data is None:
@@ -162,8 +163,9 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, Run
             if run.removed:
                 log(f"removed {len(run.removed)} leftovers of an interrupted run in {run.path}")
             claim(run.path, resume=resume, overwrite=overwrite, log=log)
+        meta = dict(model_meta or {}, **({"backend": backend} if backend is not None else {}))
         return _fit(model, cfg, run, device=device, resume=resume, output_is_probs=output_is_probs,
-                    progress=progress, model_meta=model_meta, log=log)
+                    progress=progress, model_meta=meta, log=log)
     finally:
         if run is not None and run is not out_dir:
             run.close()
