@@ -4,7 +4,9 @@
 
 Per model and variant, one training step (forward, cross-entropy, backward, AdamW) is timed as the
 median of ``--steps`` steps after warm-up; beside it: tokens or images per second, kernel launches
-per step, peak memory, and the time to the first step (cold compile). Variants:
+per step, peak memory, and the time to the first step (cold compile). nndsl's variants train
+through the module's compiled objective (``nndsl_objective``: model and loss in one graph, the
+loss fused into kernels on the Triton backend), as ``nndsl run`` does. Variants:
 
 * ``nndsl-triton``  ``examples/*.nn`` compiled with ``backend="triton"`` (fused kernels)
 * ``nndsl-torch``   the same file on the PyTorch reference backend
@@ -91,11 +93,17 @@ def _step_fn(model: torch.nn.Module, variant: str, dev: torch.device, precision:
         torch.optim.AdamW(model.parameters(), lr=1e-4)
     fwd = torch.compile(model) if variant == "torch.compile" else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    # nndsl trains through its compiled objective (model + loss, the loss fused into kernels on
+    # the Triton backend), as `nndsl run` does; the hand-written model through forward + F.cross_entropy
+    objective = getattr(model, "nndsl_objective", None) if variant.startswith("nndsl") else None
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            out = fwd(x)
-            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+            if objective is not None:
+                loss = objective(x, y)
+            else:
+                out = fwd(x)
+                loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
