@@ -26,12 +26,7 @@ GPT = EXAMPLES / "gpt_shakespeare.nn"
 TINY_GPT = dict(L=1, D=16, heads=1, ctx=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(module, sizes: dict[str, int], classes: int):

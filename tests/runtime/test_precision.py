@@ -30,12 +30,7 @@ GPT_HP = {"vocab": 28, "L": 1, "heads": 2, "D": 16, "ctx": 8, "dropout": 0.0}
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class DtypeLog(TorchDispatchMode):
