@@ -563,6 +563,17 @@ def _strides(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.stride())
 
 
+def dense_like(t: torch.Tensor) -> torch.Tensor:
+    """An empty dense tensor shaped like ``t`` whose dims lie in memory in ``t``'s order (by stride).
+
+    q, k, v of a model are usually views of one qkv projection, [B, T, H, E] in memory read as
+    [B, H, T, E]: the output and the gradients laid out the same way make the model's
+    ``transpose(1, 2).reshape(B, T, D)`` around attention a view, not a copy, forward and backward."""
+    order = sorted(range(t.dim()), key=lambda i: -t.stride(i))  # outermost first; stable for ties
+    buf = t.new_empty([t.shape[i] for i in order])
+    return buf.permute([order.index(i) for i in range(t.dim())])
+
+
 def _device_of(t: torch.Tensor):
     """Triton launches on the current CUDA device: make it the tensor's."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
@@ -583,7 +594,7 @@ def _attention_fwd(q, k, v, causal: bool, scale: float, out=None, *, dropout_p: 
     Tk = k.shape[2]
     drop_args, dropout = _dropout_args(B, H, Tq, Tk, dropout_p, seed)
     if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        out = dense_like(q)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out must be a {q.dtype} tensor of shape {tuple(q.shape)}, got {tuple(out.shape)}")
     lse = torch.empty((B * H, Tq), device=q.device, dtype=torch.float32)
@@ -617,8 +628,8 @@ def _attention_bwd(do, q, k, v, o, lse, causal: bool, scale: float,
     meta = dict(HEAD_DIM=D, CAUSAL=bool(causal), PAD_D=block_d != D, DROPOUT=dropout, BLOCK_D=block_d)
     common = (H, Tq, Tk, scale * LOG2E, scale, *drop_args, triton.next_power_of_2(max(Tq, Tk)))
     if need_dkdv:
-        dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
-        dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+        dk = dense_like(k) if dk is None else dk
+        dv = dense_like(v) if dv is None else dv
         args = (q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do),
                 *_strides(dk), *_strides(dv), *common)
         if interp:
@@ -626,7 +637,7 @@ def _attention_bwd(do, q, k, v, o, lse, causal: bool, scale: float,
         else:
             _attn_bwd_dkdv_tuned[lambda m: (triton.cdiv(Tk, m["BLOCK_N"]), B * H)](*args, **meta)
     if need_dq:
-        dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
+        dq = dense_like(q) if dq is None else dq
         args = (q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do),
                 *_strides(dq), *common)
         if interp:

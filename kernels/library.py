@@ -139,7 +139,7 @@ def _attention(q, k, v, causal, scale, dropout_p, seed):
 @_attention.register_fake
 def _(q, k, v, causal, scale, dropout_p, seed):
     b, h, tq, _ = q.shape
-    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+    return (_at.dense_like(q),
             q.new_empty((b * h, tq), dtype=torch.float32))
 
 
@@ -155,7 +155,7 @@ def _attention_backward(do, q, k, v, out, lse, causal, scale, need_dq, need_dkdv
 
 @_attention_backward.register_fake
 def _(do, q, k, v, out, lse, causal, scale, need_dq, need_dkdv, dropout_p, seed):
-    like = lambda t, need: torch.empty_like(t, memory_format=torch.contiguous_format) if need else _empty(q)  # noqa: E731
+    like = lambda t, need: _at.dense_like(t) if need else _empty(q)  # noqa: E731
     return like(q, need_dq), like(k, need_dkdv), like(v, need_dkdv)
 
 

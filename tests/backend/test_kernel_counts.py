@@ -32,8 +32,8 @@ CEILINGS = {
         ("torch", "backward"): 16,
     }),
     "gpt_block": ("gpt_shakespeare.nn", GPT_BLOCK, {
-        ("triton", "forward"): 18,    # flash attention + 4 matmul epilogues + 3 norm kernels + lm_head/loss fused
-        ("triton", "backward"): 29,
+        ("triton", "forward"): 17,    # flash attention + 4 matmul epilogues + 3 norm kernels + lm_head/loss fused
+        ("triton", "backward"): 26,
         ("torch", "forward"): 40,
         ("torch", "backward"): 41,
     }),

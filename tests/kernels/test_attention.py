@@ -279,3 +279,19 @@ def test_attention_cuda_noncontiguous_large_magnitude():
     ref = attention_reference(q.double(), k.double(), v.double(), causal=True)
     # logits in the thousands: bf16 inputs are exact, the fp32 logits carry ~|s| * 2^-24 error
     assert_close("out", out, ref, 2 * TOL[torch.bfloat16])
+
+
+def test_output_and_gradients_follow_the_memory_order_of_q_k_v():
+    """q, k, v read as [B, H, T, E] views of one [B, T, 3·H·E] projection: the output and the
+    gradients are laid out [B, T, H, E] too, so the model's transpose + reshape back to [B, T, D]
+    is a view (no copy kernel) in forward and in backward; the values are unchanged."""
+    B, T, H, E = 2, 13, 3, 16
+    qkv = torch.randn(B, T, 3 * H * E, requires_grad=True)
+    q, k, v = (t.reshape(B, T, H, E).transpose(1, 2) for t in qkv.split(H * E, dim=-1))
+    y = attention(q, k, v, causal=True)
+    assert y.transpose(1, 2).is_contiguous(), y.stride()  # [B, T, H, E] in memory
+    y.transpose(1, 2).reshape(B, T, H * E).view(B, T, H * E)  # a view: .view would raise otherwise
+    grads = torch.autograd.grad(y.sum() * 1.0, (q, k, v))
+    assert all(g.transpose(1, 2).is_contiguous() for g in grads), [g.stride() for g in grads]
+    ref = attention_reference(*(t.detach().double().requires_grad_() for t in (q, k, v)), True)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-5)
