@@ -128,22 +128,29 @@ def _check_args(logits, target, ignore_index, reduction):
         raise ValueError("logits must have at least 1 dim (classes last), got shape ()")
     if logits.shape[-1] == 0:
         raise ValueError(f"logits must have at least one class, got shape {tuple(logits.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_target(target, logits, "logits", logits.shape[-1], ignore_index)
+
+
+def check_target(target, like: torch.Tensor, like_name: str, classes: int, ignore_index) -> None:
+    """ValueError unless ``target`` is int64 class indices shaped like ``like``'s rows ([...] for
+    ``like`` [..., C]), on its device, each in [0, classes) or ``ignore_index`` (values checked on
+    the CPU only, where it costs no device sync). Shared with the fused linear + cross-entropy."""
     if not isinstance(target, torch.Tensor) or target.dtype != torch.int64:
         what = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
         raise ValueError(f"target must be an int64 tensor of class indices, got {what}")
-    if tuple(target.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"target must have shape {tuple(logits.shape[:-1])} for logits of shape "
-                         f"{tuple(logits.shape)} (classes last), got {tuple(target.shape)}")
-    if target.device != logits.device:
-        raise ValueError(f"target ({target.device}) and logits ({logits.device}) must be on the same device")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if tuple(target.shape) != tuple(like.shape[:-1]):
+        raise ValueError(f"target must have shape {tuple(like.shape[:-1])} for {like_name} of shape "
+                         f"{tuple(like.shape)}, got {tuple(target.shape)}")
+    if target.device != like.device:
+        raise ValueError(f"target ({target.device}) and {like_name} ({like.device}) must be on the same device")
     if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
         raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
-    if not logits.is_cuda and target.numel():  # a free check on the CPU; a GPU would need a sync
-        bad = (target != ignore_index) & ((target < 0) | (target >= logits.shape[-1]))
+    if not like.is_cuda and target.numel():  # a free check on the CPU; a GPU would need a sync
+        bad = (target != ignore_index) & ((target < 0) | (target >= classes))
         if bad.any():
-            raise ValueError(f"target has class index {target[bad][0].item()} outside [0, {logits.shape[-1]}) "
+            raise ValueError(f"target has class index {target[bad][0].item()} outside [0, {classes}) "
                              f"(ignore_index={ignore_index})")
 
 

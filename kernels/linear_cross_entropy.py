@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import HAS_TRITON, check_float, check_same, interpreting, use_triton
+from .cross_entropy import check_target
 from .matmul import _precision, matmul_forward
 
 if HAS_TRITON:
@@ -171,26 +172,12 @@ def _check_args(x, weight, target, bias, ignore_index, reduction, chunk_rows):
         check_same("x", x, "bias", bias)
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if not isinstance(target, torch.Tensor) or target.dtype != torch.int64:
-        what = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
-        raise ValueError(f"target must be an int64 tensor of class indices, got {what}")
-    if tuple(target.shape) != tuple(x.shape[:-1]):
-        raise ValueError(f"target must have shape {tuple(x.shape[:-1])} for x of shape {tuple(x.shape)}, "
-                         f"got {tuple(target.shape)}")
-    if target.device != x.device:
-        raise ValueError(f"target ({target.device}) and x ({x.device}) must be on the same device")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
-        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool)
                                    or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be None or a positive int, got {chunk_rows!r}")
-    if not x.is_cuda and target.numel():  # a free check on the CPU; a GPU would need a sync
-        bad = (target != ignore_index) & ((target < 0) | (target >= weight.shape[0]))
-        if bad.any():
-            raise ValueError(f"target has class index {target[bad][0].item()} outside "
-                             f"[0, {weight.shape[0]}) (ignore_index={ignore_index})")
+    check_target(target, x, "x", weight.shape[0], ignore_index)
 
 
 def default_chunk_rows(n: int, d: int, v: int) -> int:
