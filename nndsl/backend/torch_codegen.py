@@ -135,20 +135,14 @@ def lower_backends(graphs: dict[str, Graph], meta: Optional[dict] = None, *, out
     return module
 
 
-def lower(g: Graph, meta: Optional[dict] = None, *, output_is_probs: Optional[bool] = None,
-          backend: str = "torch") -> tuple[NndslModule, str]:
-    """Build the module for ``g``; returns it and the generated forward source.
+def lower(g: Graph, meta: Optional[dict] = None, *, output_is_probs: Optional[bool] = None
+          ) -> tuple[NndslModule, str]:
+    """The module for one graph on the PyTorch backend (``lower_backends`` with only ``"torch"``);
+    returns it and the generated forward source.
 
     ``output_is_probs``: decided by the caller before the passes ran (``ends_in_probs``); when
     None it is read from ``g``.
     """
-    fwd = generate_forward(g, backend)
-    cls = type("NndslModel", (NndslModule,), {"forward": _compile_forward(fwd)})
-    module = cls()
-    slots = build_tree(module, g, MODEL_ATTRS)
-    # set through __dict__: plain data, whatever the layers under the root are called
-    module.__dict__.update(
-        graph=g, input_names=[v.name for v in g.inputs], nndsl_meta=dict(meta or {}),
-        output_is_probs=ends_in_probs(g) if output_is_probs is None else bool(output_is_probs),
-        nndsl_line_spans=fwd.line_spans, _nndsl_slots=slots)
-    return module, fwd.source
+    probs = ends_in_probs(g) if output_is_probs is None else bool(output_is_probs)
+    module = lower_backends({"torch": g}, meta, output_is_probs=probs, backend="torch")
+    return module, module.nndsl_sources["torch"]
