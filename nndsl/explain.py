@@ -235,7 +235,7 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
         plain = count_step(module, "torch", inputs, target, loss_fn, execute)
     finally:
         module.nndsl_backend = was
-    g = step_graph(module, backend) if "nndsl_objective" not in vars(module) else module.nndsl_graphs[backend]
+    g = step_graph(module, backend)
     phases = {ph: Phase(fused.total(ph), plain.total(ph), rows(fused.records, g, ph),
                         dict(Counter(r.name for r in plain.records if r.phase == ph))) for ph in PHASES}
     missed = [Missed(_span_lines(n.spans), n.candidate, n.reason) for n in g.fusion_log]
@@ -243,8 +243,9 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
 
 
 def step_graph(module: torch.nn.Module, backend: str) -> Graph:
-    """The IR one training step runs: the objective graph (model + loss) when the module has one."""
-    objectives = getattr(module, "nndsl_objective_graphs", None) or {}
+    """The IR one training step runs: the compiled objective graph (model + loss) when the module
+    has one and no objective was put on the instance by hand (that one runs ``forward``)."""
+    objectives = {} if "nndsl_objective" in vars(module) else getattr(module, "nndsl_objective_graphs", None) or {}
     return objectives.get(backend) or module.nndsl_graphs[backend]
 
 
