@@ -114,3 +114,10 @@ def logmel(x: torch.Tensor, sample_rate: int, n_fft: int, hop: int, n_mels: int)
     fb = mel_filterbank(sample_rate, n_fft, n_mels, x.device, x.dtype)
     mel = torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)
     return torch.log(mel + 1e-6)
+
+
+def generated(key: str, inputs: list, scalars: list, training: bool) -> list:
+    """Run the generated kernel ``key`` (registered by ``passes.group``) on ``inputs``."""
+    from .triton_gen import op
+
+    return op.run(key, inputs, scalars, training)

@@ -167,3 +167,21 @@ def _row_emit(e: EmitCtx) -> str:
 
 for _name in ("layernorm_kernel", "rmsnorm_kernel", "softmax_kernel", "log_softmax_kernel"):
     op(_name, emit=_row_emit)(_row_infer)
+
+
+# ---------------------------------------------------------------------------- generated kernels
+def _generated_emit(e: EmitCtx) -> str:
+    """One call into the generated kernel named by attr ``kernel`` (the key passes as data)."""
+    scalars = ", ".join(e.lit(s) for s in e.attrs.get("scalars", ()))
+    call = f"rt.generated({e.const(e.attrs['kernel'])}, [{e.args}], [{scalars}], self.training)"
+    return call if len(e.node.outputs) > 1 else f"{call}[0]"
+
+
+@op("generated", emit=_generated_emit)
+def _generated(c: InferCtx) -> list[TensorType]:
+    """A generated kernel (``passes.group``): attr ``kernel`` (its key), ``types`` (output types),
+    ``scalars`` (run-time numbers over dims), ``ops`` (what it covers), ``dropout`` (largest p)."""
+    types = c.attrs.get("types")
+    if not types or not isinstance(c.attrs.get("kernel"), str):
+        raise c.error("generated: needs attrs kernel and types")
+    return list(types)

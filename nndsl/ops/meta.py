@@ -52,7 +52,8 @@ META: dict[str, OpMeta] = {
     # recurrent layers: dropout between layers while training
     **{name: _m(OPAQUE, random_attr="dropout") for name in ("rnn", "lstm", "gru")},
     # fused / kernel ops (ops.fused)
-    **{name: _m(KERNEL, random_attr="dropout") for name in ("fused_linear", "fused_matmul", "flash_attention")},
+    **{name: _m(KERNEL, random_attr="dropout") for name in ("fused_linear", "fused_matmul", "flash_attention",
+                                                           "generated")},
     **{name: _m(KERNEL) for name in (
         "fused_conv2d", "layernorm_kernel", "rmsnorm_kernel", "softmax_kernel", "log_softmax_kernel")},
     # losses (ops.loss): a scalar over every position; their kernels

@@ -18,11 +18,12 @@ from .dce import dead_code_elimination
 from .driver import env_budget, fusion_budget
 from .fuse_epilogues import fuse_epilogues
 from .fuse_loss import fuse_loss
+from .group import group
 from .raising import raise_stdlib
 from .result import Pass, PassResult
 
 __all__ = ["PassResult", "Pass", "PIPELINES", "run_passes", "pass_name", "dead_code_elimination", "canonicalize",
-           "cse", "raise_stdlib", "fuse_epilogues", "fuse_loss", "claim"]
+           "cse", "raise_stdlib", "fuse_epilogues", "fuse_loss", "claim", "group"]
 
 # One ordered list of passes per backend.
 PIPELINES: dict[str, list[Pass]] = {
@@ -30,8 +31,9 @@ PIPELINES: dict[str, list[Pass]] = {
     "torch": [dead_code_elimination],
     # the Triton backend: clean up, put one spelling on everything, raise hand-written math to stdlib
     # ops, fuse matmul/conv epilogues, fuse the loss (objective graphs) with the projection before it,
-    # hand what a kernel takes to that kernel, drop what is left over
-    "triton": [dead_code_elimination, canonicalize, cse, raise_stdlib, fuse_epilogues, fuse_loss, claim,
+    # hand what a kernel takes to that kernel, generate kernels for the pointwise and row-reduction
+    # chains left between them, drop what is left over
+    "triton": [dead_code_elimination, canonicalize, cse, raise_stdlib, fuse_epilogues, fuse_loss, claim, group,
                dead_code_elimination],
 }
 

@@ -1,0 +1,290 @@
+"""Generated kernels as torch ops: the launcher, the custom ops and their autograd.
+
+Every generated kernel runs through one pair of ``torch.library`` custom ops, told apart by the
+spec's key (a constant string), so ``torch.compile`` traces any number of them without a graph
+break:
+
+    nndsl::generated(str key, Tensor[] inputs, float[] scalars, SymInt[] seeds, bool training) -> Tensor[]
+    nndsl::generated_backward(str key, Tensor[] inputs, Tensor?[] grads, float[] scalars, SymInt[] seeds,
+                              bool training, bool[] need) -> Tensor[]
+
+The backward op launches the backward kernel generated from the same spec
+(``derivatives.backward_spec``: it recomputes the forward in registers) and reduces the gradient
+of each broadcast input back to the input's shape; an input it was not asked for is an empty
+tensor. A spec with a primitive lacking a derivative row runs PyTorch autograd over the
+reference instead. Where Triton does not run (CPU without ``TRITON_INTERPRET=1``; half precision
+under the interpreter, which has none) both ops run the reference (``reference.py``).
+
+Specs are registered in this process by the grouping pass (``register``); the key names them in
+the generated model code as data, never as source.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch.library import custom_op
+
+from ...kernels._common import interpreting, use_triton
+from ...kernels.dropout import draw_seed, threshold
+from . import cache, derivatives, reference, source
+from .kir import KernelSpec
+
+SPECS: dict[str, KernelSpec] = {}
+_backward_specs: dict[tuple, Optional[KernelSpec]] = {}
+
+
+def register(spec: KernelSpec) -> str:
+    key = spec.key()
+    SPECS.setdefault(key, spec)
+    return key
+
+
+def spec_of(key: str) -> KernelSpec:
+    try:
+        return SPECS[key]
+    except KeyError:
+        raise KeyError(f"generated kernel {key!r} is not registered in this process") from None
+
+
+def backward_of(spec: KernelSpec, present: tuple, need: tuple) -> Optional[KernelSpec]:
+    """The backward spec (cached), or None when a primitive has no derivative row."""
+    k = (spec.key(), present, need)
+    if k not in _backward_specs:
+        try:
+            _backward_specs[k] = derivatives.backward_spec(spec, present, need)
+        except derivatives.NoDerivative:
+            _backward_specs[k] = None
+    return _backward_specs[k]
+
+
+# ------------------------------------------------------------------------------------------ launcher
+# tile sizes: (max BLOCK_C of a pointwise tile, elements per tile, max row length of ONE_PASS, looped BLOCK_C)
+BLOCKS = {"cuda": (1024, 2048, 8192, 2048), "interpreter": (32, 128, 32, 16)}
+
+
+def _np2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _coalesce(lead: list[int], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Merge neighbouring leading axes that every view walks contiguously; drop size-1 axes."""
+    sizes, st = [], [[] for _ in strides]
+    for j, n in enumerate(lead):
+        if n == 1:
+            continue
+        if sizes and all(s_[-1] == v[j] * n for s_, v in zip(st, strides)):
+            sizes[-1] *= n
+            for s_, v in zip(st, strides):
+                s_[-1] = v[j]
+            continue
+        sizes.append(n)
+        for s_, v in zip(st, strides):
+            s_.append(v[j])
+    return sizes, st
+
+
+def kernels_run(spec: KernelSpec, tensors: Sequence[torch.Tensor]) -> bool:
+    """The Triton kernel runs: on CUDA, or on the CPU under the interpreter in f32/f64 only."""
+    ts = [t for t in tensors if t is not None and t.numel() > 0]
+    if not ts or not use_triton(*ts):
+        return False
+    if all(t.is_cuda for t in ts):
+        return True
+    wide = ("f32", "f64")
+    return all(t.dtype in (torch.float32, torch.float64) for t in ts) and \
+        all(o.dtype in wide for o in spec.outputs) and \
+        all(n.arg in wide for n in spec.nodes() if n.op == "cast")
+
+
+def _kernel(spec: KernelSpec, nlead: int):
+    key = f"{spec.key()}_l{nlead}"
+    return cache.load(key, "kernel", lambda: source.module_source(spec, "kernel", nlead), source.check_source)
+
+
+def launch(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence[float], seeds: Sequence[int],
+           training: bool) -> list[torch.Tensor]:
+    S = reference.iteration_shape(spec, inputs)
+    dev = inputs[0].device
+    outs = [torch.empty(reference.output_shape(spec, k, S), device=dev, dtype=reference.DTYPES[o.dtype])
+            for k, o in enumerate(spec.outputs)]
+    S2 = S if S else (1,)
+    C, lead = S2[-1], list(S2[:-1])
+    R = math.prod(lead)
+    if R == 0 or C == 0:
+        return reference.evaluate(spec, inputs, scalars, seeds, training, S)
+    views = [reference.slot_view(spec, i, inputs[s.src], S).reshape(S2) for i, s in enumerate(spec.inputs)]
+    sizes, lead_strides = _coalesce(lead, [list(v.stride()[:-1]) for v in views])
+    nlead = max(len(S2) - 1, 0)
+    pad = nlead - len(sizes)
+    sizes = [1] * pad + sizes
+    args: list = list(views) + outs + [R, C] + sizes
+    for v, st in zip(views, lead_strides):
+        args += [0] * pad + st + [v.stride()[-1]]
+    args += [float(s) for s in scalars]
+    dropout = bool(training) and any(p > 0.0 for p in spec.dropouts)
+    for p, seed in zip(spec.dropouts, seeds):
+        args += [int(seed), threshold(p), 1.0 / (1.0 - p)]
+    max_c, tile, one_pass, loop_c = BLOCKS["interpreter" if not dev.type == "cuda" else "cuda"]
+    kern = _kernel(spec, nlead)
+    if spec.has_reduction:
+        one = _np2(C) <= one_pass
+        bc = max(4, _np2(C)) if one else loop_c
+        br = max(1, min(_np2(R), tile // bc))
+        meta = {"ONE_PASS": one}
+        grid = (triton_cdiv(R, br),)
+    else:
+        bc = max(4, min(_np2(C), max_c))
+        br = max(1, min(_np2(R), tile // bc))
+        meta = {}
+        grid = (triton_cdiv(R, br), triton_cdiv(C, bc))
+    warps = 4 if br * bc <= 2048 else 8
+    kern[grid](*args, BLOCK_R=br, BLOCK_C=bc, DROPOUT=dropout, num_warps=warps, **meta)
+    return outs
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _forward(spec: KernelSpec, inputs, scalars, seeds, training) -> list[torch.Tensor]:
+    if kernels_run(spec, inputs):
+        return launch(spec, inputs, scalars, seeds, training)
+    with torch.no_grad():
+        return [o.contiguous() for o in reference.evaluate(spec, inputs, scalars, seeds, training)]
+
+
+# --------------------------------------------------------------------------------------- custom ops
+@custom_op("nndsl::generated", mutates_args=(), schema="(str key, Tensor[] inputs, float[] scalars, "
+           "SymInt[] seeds, bool training) -> Tensor[]")
+def _generated(key, inputs, scalars, seeds, training):
+    return _forward(spec_of(key), inputs, scalars, seeds, training)
+
+
+@_generated.register_fake
+def _(key, inputs, scalars, seeds, training):
+    spec = spec_of(key)
+    S = reference.iteration_shape(spec, inputs)
+    dev = inputs[0].device
+    return [inputs[0].new_empty(reference.output_shape(spec, k, S), dtype=reference.DTYPES[o.dtype], device=dev)
+            for k, o in enumerate(spec.outputs)]
+
+
+@custom_op("nndsl::generated_backward", mutates_args=(), schema="(str key, Tensor[] inputs, Tensor?[] grads, "
+           "float[] scalars, SymInt[] seeds, bool training, bool[] need) -> Tensor[]")
+def _generated_backward(key, inputs, grads, scalars, seeds, training, need):
+    return backward(spec_of(key), inputs, grads, scalars, seeds, training, need)
+
+
+@_generated_backward.register_fake
+def _(key, inputs, grads, scalars, seeds, training, need):
+    return [x.new_empty(x.shape) if want else x.new_empty(0) for x, want in zip(inputs, need)]
+
+
+def backward(spec: KernelSpec, inputs, grads, scalars, seeds, training, need) -> list[torch.Tensor]:
+    """Each input's gradient (its own shape and dtype; empty where not needed)."""
+    present = tuple(g is not None for g in grads)
+    slot_need = tuple(bool(need[s.src]) for s in spec.inputs)
+    out = [x.new_empty(0) for x in inputs]
+    if not any(slot_need) or not any(present):
+        return [x.new_zeros(x.shape) if want else e for x, want, e in zip(inputs, need, out)]
+    bspec = backward_of(spec, present, slot_need)
+    if bspec is None:
+        shares = _autograd_fallback(spec, inputs, grads, scalars, seeds, training, slot_need)
+    else:
+        S = reference.iteration_shape(spec, inputs)
+        b_inputs = list(inputs) + [g for g in grads if g is not None]
+        b_spec_inputs = _reindex(bspec, len(inputs))
+        if kernels_run(b_spec_inputs, b_inputs):
+            shares = launch_at(b_spec_inputs, b_inputs, scalars, seeds, training, S)
+        else:
+            with torch.no_grad():
+                shares = reference.evaluate(b_spec_inputs, b_inputs, scalars, seeds, training, S)
+    total: dict[int, torch.Tensor] = {}
+    it = iter(shares)
+    for s, want in zip(spec.inputs, slot_need):
+        if not want:
+            continue
+        g = next(it)
+        x = inputs[s.src]
+        if s.rowvec:
+            g = g.squeeze(-1)
+        g = g.sum_to_size(x.shape) if tuple(g.shape) != tuple(x.shape) else g
+        total[s.src] = g if s.src not in total else total[s.src] + g
+    for i, (x, want) in enumerate(zip(inputs, need)):
+        if want:
+            g = total.get(i)
+            out[i] = x.new_zeros(x.shape) if g is None else g.to(x.dtype)
+    return out
+
+
+def _reindex(bspec: KernelSpec, n_inputs: int) -> KernelSpec:
+    """Backward slots name forward inputs by index and output gradients as -1-j: map the
+    gradients onto the positions they take in the backward's input list."""
+    from dataclasses import replace
+
+    present = sorted({-1 - s.src for s in bspec.inputs if s.src < 0})
+    pos = {j: n_inputs + k for k, j in enumerate(present)}
+    slots = tuple(replace(s, src=pos[-1 - s.src]) if s.src < 0 else s for s in bspec.inputs)
+    return replace(bspec, inputs=slots, _sig=[])
+
+
+def launch_at(spec: KernelSpec, inputs, scalars, seeds, training, S: tuple) -> list[torch.Tensor]:
+    """Launch with the forward's iteration shape (the gradient views broadcast into it)."""
+    got = reference.iteration_shape(spec, inputs)
+    if tuple(got) != tuple(S):  # an input the backward does not read may leave S smaller
+        raise AssertionError(f"backward iteration shape {got} != forward {S}")
+    return launch(spec, inputs, scalars, seeds, training)
+
+
+def _autograd_fallback(spec, inputs, grads, scalars, seeds, training, slot_need) -> list[torch.Tensor]:
+    with torch.enable_grad():
+        xs = [x.detach().requires_grad_(True) for x in inputs]
+        outs = reference.evaluate(spec, xs, scalars, seeds, training)
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        wanted = sorted({s.src for s, w in zip(spec.inputs, slot_need) if w})
+        gs = torch.autograd.grad([o for o, _ in pairs], [xs[i] for i in wanted], [g for _, g in pairs],
+                                 allow_unused=True)
+    by_src = dict(zip(wanted, gs))
+    # one share per needed slot; the first slot of each input carries its whole gradient
+    shares, seen = [], set()
+    S = reference.iteration_shape(spec, inputs)
+    for s, w in zip(spec.inputs, slot_need):
+        if not w:
+            continue
+        g = by_src.get(s.src) if s.src not in seen else None
+        seen.add(s.src)
+        x = inputs[s.src]
+        g = torch.zeros_like(x) if g is None else g
+        shares.append(g.unsqueeze(-1) if s.rowvec else g)
+    return shares
+
+
+def _setup(ctx, inputs, output):
+    key, tensors, scalars, seeds, training = inputs
+    ctx.key, ctx.scalars, ctx.seeds, ctx.training = key, list(scalars), list(seeds), training
+    ctx.need = [t.requires_grad for t in tensors]
+    ctx.save_for_backward(*tensors)
+
+
+def _grad(ctx, grads):
+    tensors = list(ctx.saved_tensors)
+    gs = _generated_backward(ctx.key, tensors, list(grads), ctx.scalars, ctx.seeds, ctx.training, ctx.need)
+    return (None, [g if want else None for g, want in zip(gs, ctx.need)], [None] * len(ctx.scalars),
+            [None] * len(ctx.seeds), None)
+
+
+_generated.register_autograd(_grad, setup_context=_setup)
+
+
+# ---------------------------------------------------------------------------------------------- api
+def run(key: str, inputs: Sequence[torch.Tensor], scalars: Sequence[float], training: bool) -> list[torch.Tensor]:
+    """What generated model code calls: draws the dropout seeds (training only), runs the op."""
+    spec = spec_of(key)
+    active = bool(training) and any(p > 0.0 for p in spec.dropouts)
+    seeds = [draw_seed() if active and p > 0.0 else 0 for p in spec.dropouts]
+    return _generated(key, list(inputs), [float(s) for s in scalars], seeds, bool(training))
+
+
+__all__ = ["register", "run", "spec_of", "launch", "backward", "kernels_run", "BLOCKS", "interpreting"]
