@@ -66,6 +66,8 @@ def _joins(G: _Group, n: Node, v) -> bool:
     if n.op in lower.REDUCE_OPS:
         return _same(_shape(v), S)
     out = _shape(n.outputs[0])
+    if n.op == "dropout" and not _same(out, S):
+        return False  # the kernel draws dropout bits per element of S only
     if _same(out, S):
         return _same(_shape(v), S) or (G.reduces and len(S) > 0 and _same(_shape(v), S[:-1] + (1,)))
     if not G.reduces or not S:

@@ -42,6 +42,15 @@ def ops(g: Graph) -> Counter:
     return Counter(n.op for n in g.nodes if n.op != "param")
 
 
+def deep_ops(g: Graph) -> Counter:
+    """Like ``ops``, counting the ops inside generated kernels' regions as well."""
+    c = ops(g)
+    for n in g.nodes:
+        if n.op == "generated":
+            c.update(m.op for m in n.region.nodes if m.op != "param")
+    return c
+
+
 def compute_nodes(g: Graph) -> int:
     """Nodes that compute something (not params, not views)."""
     from nndsl.ops.meta import VIEW, kind

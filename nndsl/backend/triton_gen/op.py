@@ -98,17 +98,22 @@ def kernels_run(spec: KernelSpec, tensors: Sequence[torch.Tensor]) -> bool:
         all(n.arg in wide for n in spec.nodes() if n.op == "cast")
 
 
-def _kernel(spec: KernelSpec, nlead: int):
-    key = f"{spec.key()}_l{nlead}"
-    return cache.load(key, "kernel", lambda: source.module_source(spec, "kernel", nlead), source.check_source)
+def kernel_name(spec: KernelSpec) -> str:
+    return f"gen_{spec.key()}"
+
+
+def _kernel(spec: KernelSpec, nlead: int, compute: str):
+    key, fn = f"{spec.key()}_l{nlead}_{compute}", kernel_name(spec)
+    return cache.load(key, fn, lambda: source.module_source(spec, fn, nlead, compute), source.check_source)
 
 
 def launch(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence[float], seeds: Sequence[int],
            training: bool) -> list[torch.Tensor]:
     S = reference.iteration_shape(spec, inputs)
     dev = inputs[0].device
-    outs = [torch.empty(reference.output_shape(spec, k, S), device=dev, dtype=reference.DTYPES[o.dtype])
-            for k, o in enumerate(spec.outputs)]
+    compute, dtypes = reference.runtime_dtypes(spec, inputs)
+    outs = [torch.empty(reference.output_shape(spec, k, S), device=dev, dtype=dtypes[k])
+            for k in range(len(spec.outputs))]
     S2 = S if S else (1,)
     C, lead = S2[-1], list(S2[:-1])
     R = math.prod(lead)
@@ -127,7 +132,7 @@ def launch(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence[f
     for p, seed in zip(spec.dropouts, seeds):
         args += [int(seed), threshold(p), 1.0 / (1.0 - p)]
     max_c, tile, one_pass, loop_c = BLOCKS["interpreter" if not dev.type == "cuda" else "cuda"]
-    kern = _kernel(spec, nlead)
+    kern = _kernel(spec, nlead, compute)
     if spec.has_reduction:
         one = _np2(C) <= one_pass
         bc = max(4, _np2(C)) if one else loop_c
@@ -166,9 +171,9 @@ def _generated(key, inputs, scalars, seeds, training):
 def _(key, inputs, scalars, seeds, training):
     spec = spec_of(key)
     S = reference.iteration_shape(spec, inputs)
-    dev = inputs[0].device
-    return [inputs[0].new_empty(reference.output_shape(spec, k, S), dtype=reference.DTYPES[o.dtype], device=dev)
-            for k, o in enumerate(spec.outputs)]
+    _, dtypes = reference.runtime_dtypes(spec, inputs)
+    return [inputs[0].new_empty(reference.output_shape(spec, k, S), dtype=dtypes[k])
+            for k in range(len(spec.outputs))]
 
 
 @custom_op("nndsl::generated_backward", mutates_args=(), schema="(str key, Tensor[] inputs, Tensor?[] grads, "
@@ -271,8 +276,9 @@ def _setup(ctx, inputs, output):
 def _grad(ctx, grads):
     tensors = list(ctx.saved_tensors)
     gs = _generated_backward(ctx.key, tensors, list(grads), ctx.scalars, ctx.seeds, ctx.training, ctx.need)
-    return (None, [g if want else None for g, want in zip(gs, ctx.need)], [None] * len(ctx.scalars),
-            [None] * len(ctx.seeds), None)
+    # a non-empty list of numbers is one leaf to torch.library's autograd, an empty one an empty list
+    return (None, [g if want else None for g, want in zip(gs, ctx.need)], [] if not ctx.scalars else None,
+            [] if not ctx.seeds else None, None)
 
 
 _generated.register_autograd(_grad, setup_context=_setup)

@@ -67,6 +67,21 @@ def output_shape(spec: KernelSpec, k: int, S: tuple) -> tuple:
     return S[:-1] + ((1,) if o.keepdim else ())
 
 
+def runtime_dtypes(spec: KernelSpec, inputs: Sequence[torch.Tensor]) -> tuple[str, list[torch.dtype]]:
+    """The compute dtype and the output dtypes for these inputs.
+
+    The IR's dtypes are what the model declared; at run time a model may be in float64
+    (``.double()``) or its values in bf16 (autocast): an output whose IR dtype is that of some
+    inputs takes their run-time dtype (promoted), a cast's output keeps its own. The kernel
+    computes in float64 when any input is float64, else in float32."""
+    seen: dict[str, torch.dtype] = {}
+    for s in spec.inputs:
+        t = inputs[s.src].dtype
+        seen[s.dtype] = torch.promote_types(seen[s.dtype], t) if s.dtype in seen else t
+    compute = "f64" if any(inputs[s.src].dtype == torch.float64 for s in spec.inputs) else "f32"
+    return compute, [seen.get(o.dtype, DTYPES[o.dtype]) for o in spec.outputs]
+
+
 def evaluate(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence[float], seeds: Sequence[int],
              training: bool, S: tuple | None = None) -> list[torch.Tensor]:
     """The outputs of ``spec`` on ``inputs``, computed with torch ops (differentiable)."""
@@ -76,7 +91,8 @@ def evaluate(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence
     S2 = S if S else (1,)
     C = S2[-1]
     R = math.prod(S2[:-1])
-    ct = DTYPES[spec.compute]
+    compute, out_dtypes = runtime_dtypes(spec, inputs)
+    ct = DTYPES[compute]
     dev = inputs[0].device if inputs else torch.device("cpu")
     vals: dict[int, torch.Tensor] = {}
     for n in spec.nodes():
@@ -105,5 +121,5 @@ def evaluate(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence
         v = vals[id(o.node)]
         shape = (R, C) if o.full else (R, 1)
         v = torch.broadcast_to(v, shape)
-        outs.append(v.reshape(output_shape(spec, k, S)).to(DTYPES[o.dtype]))
+        outs.append(v.reshape(output_shape(spec, k, S)).to(out_dtypes[k]))
     return outs

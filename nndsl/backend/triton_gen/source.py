@@ -113,7 +113,7 @@ class _Body:
             if n.op == "powc":
                 e = _powc(n, args[0])
             elif n.op == "cast":
-                e = _cast(n, args[0], self.w.spec.compute)
+                e = _cast(n, args[0], self.w.compute)
             else:
                 e = EXPR[n.op](n, *args)
             self.line(f"{name} = {e}")
@@ -135,12 +135,12 @@ class _Body:
 
 
 class _Writer:
-    def __init__(self, spec: KernelSpec, nlead: int):
-        self.spec, self.nlead = spec, nlead
+    def __init__(self, spec: KernelSpec, nlead: int, compute: str):
+        self.spec, self.nlead, self.compute = spec, nlead, compute
         self.nodes = spec.nodes()
         self.index = {id(n): i for i, n in enumerate(self.nodes)}
         self.lines: list[str] = []
-        self.ct = _TL_DTYPE[spec.compute]
+        self.ct = _TL_DTYPE[compute]
 
     def load(self, n: KNode) -> str:
         i = n.arg
@@ -301,9 +301,10 @@ from nndsl.kernels.dropout import dropout_keep
 '''
 
 
-def module_source(spec: KernelSpec, fn_name: str, nlead: int) -> str:
-    """The whole generated module: imports and the kernel function."""
-    src = PRELUDE + "\n\n" + _Writer(spec, nlead).kernel(fn_name) + "\n"
+def module_source(spec: KernelSpec, fn_name: str, nlead: int, compute: str) -> str:
+    """The whole generated module: imports and the kernel function (``nlead`` leading axes,
+    computing in ``compute``: f32 or f64)."""
+    src = PRELUDE + "\n\n" + _Writer(spec, nlead, compute).kernel(fn_name) + "\n"
     check_source(src, fn_name)
     return src
 
