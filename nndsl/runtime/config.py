@@ -122,7 +122,7 @@ class TrainConfig:
     best: Optional[str] = None  # keep the best checkpoint by this metric ("accuracy", "-loss": lower is
     #                             better; "none": no best checkpoint); None: the first of `metrics`
     eval_every: Optional[int] = None  # evaluate every N steps (epoch mode: epochs); None: at most 10 times per run,
-    #                                   at most once per epoch, evaluation ~10% of the run (runtime/evaluation.py)
+    #                                   at most once per epoch, a small share of the run (runtime/evaluation.py)
     eval_batches: Optional[int] = None  # intermediate evaluations on this many batches (None: the whole eval
     #                                     set); the final evaluation always covers the whole set
     workers: int = 0  # DataLoader worker processes

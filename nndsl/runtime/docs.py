@@ -255,7 +255,7 @@ def render() -> str:
     out += ["", "```nn", "metrics = [" + ", ".join(C.METRICS) + "]", "```", ""]
     out += ["## When a run evaluates", "",
             f"With `eval_every` unset, a run evaluates at most {evaluation.MAX_EVALUATIONS} times, never more "
-            "often than once per epoch in epoch mode, and only as often as keeps evaluation about "
+            "often than once per epoch in epoch mode, and only as often as keeps evaluation within about "
             f"{evaluation.EVAL_SHARE:.0%} of the run (an evaluation batch costs about a third of a training "
             "step): a short run evaluates once, at its end. `eval_every` sets the interval (steps; epochs in "
             "epoch mode). `eval_batches` limits the intermediate evaluations to that many batches; the final "

@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .precision import autocast
 
 MAX_EVALUATIONS = 10  # per run, by default
-EVAL_SHARE = 0.1  # evaluation's default share of a run's compute (intermediate and final together)
+EVAL_SHARE = 0.2  # at most this share of a run's compute goes to evaluation by default (intermediate and final)
 _FORWARD_COST = 1 / 3  # an evaluation batch (forward only) against a training step (forward + backward)
 PREFIX = "val_"  # metrics computed on the evaluation set
 TRAIN_LOSS = "train_loss"  # the mean training loss since the previous evaluation
