@@ -115,21 +115,36 @@ def _compile(path: Path, model: Optional[str], sets: dict[str, str], seed: int =
 
     train_sets = {k: v for k, v in sets.items() if k in OVERRIDABLE}
     hyper = {k: v for k, v in sets.items() if k not in train_sets}
-    compiled = make(hyper)
+    compiled = _from_set(make, hyper)
     clash = {k: v for k, v in train_sets.items() if k in compiled.hyperparams}
     if clash:  # the model declares a hyperparameter named like a train setting: it wins
         hyper.update(clash)
         train_sets = {k: v for k, v in train_sets.items() if k not in clash}
-        compiled = make(hyper)
+        compiled = _from_set(make, hyper)
     return compiled, train_sets
+
+
+def _from_set(make, hyper: dict[str, str]):
+    """``make(hyper)``; an error about one of the --set hyperparameters names the --set it came from."""
+    try:
+        return make(hyper)
+    except NndslConfigError as e:
+        culprit = next((k for k in hyper if f"'{k}'" in e.message and ("hyperparameter" in e.message
+                                                                     or "input of" in e.message)), None)
+        if culprit is not None and not e.message.startswith("--set"):
+            e.message = f"--set {culprit}={hyper[culprit]}: {e.message}"
+            e.args = (e.message,)
+        raise
 
 
 def _config(compiled, path: Path, train_sets: dict[str, str], cli: dict[str, Any]):
     from .runtime.config import train_config
 
     overrides = {k: _literal(v) for k, v in train_sets.items()}
+    origins = {k: f"--set {k}={v}" for k, v in train_sets.items()}
     overrides.update({k: v for k, v in cli.items() if v is not None})
-    return train_config(compiled.train, compiled.hyperparams, path.resolve().parent, overrides)
+    origins.update({k: f"--{k}" for k, v in cli.items() if v is not None})
+    return train_config(compiled.train, compiled.hyperparams, path.resolve().parent, overrides, origins)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -196,7 +211,8 @@ def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resu
     click.echo(describe(cfg))
     result = fit(module, cfg, run_dir, device=str(dev), resume=resume, overwrite=overwrite,
                  output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=progress,
-                 model_meta=dict(getattr(module, "nndsl_meta", {}) or {}), backend=backend)
+                 model_meta=dict(getattr(module, "nndsl_meta", {}) or {}), backend=backend,
+                 final_whole=_backend_used(module, dev) != "interpreted")
     final = "  ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
     click.echo(f"final: {final}  ({result['samples_per_second']:,.0f} samples/s, {result['seconds']:.1f} s)")
     click.echo(f"saved {out}/checkpoints, metrics.json, run.json")
@@ -221,8 +237,8 @@ def _interpreted_eval(cfg, module, dev, log):
 
     if cfg.eval_batches is not None or _backend_used(module, dev) != "interpreted":
         return cfg
-    log(f"evaluating on {_INTERPRETED_EVAL_BATCHES} batches per evaluation under Triton's interpreter "
-        "(--set eval_batches=N to change)")
+    log(f"evaluating on {_INTERPRETED_EVAL_BATCHES} batches per evaluation (the final one too) under Triton's "
+        "interpreter (--set eval_batches=N to change)")
     return dataclasses.replace(cfg, eval_batches=_INTERPRETED_EVAL_BATCHES)
 
 
@@ -233,6 +249,7 @@ def _interpreted_eval(cfg, module, dev, log):
 def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
     """Parse and shape-check FILE, check its train section, print a summary of the model."""
     from .runtime.config import describe
+    from .runtime.evaluation import metrics_without_eval
     from .summary import summarize
 
     path = _existing(file)
@@ -241,6 +258,9 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
     click.echo(summarize(checked.graph))
     if cfg is not None:
         click.echo(describe(cfg))
+        warning = metrics_without_eval(cfg)
+        if warning:
+            click.echo(warning, err=True)
 
 
 @main.command(name="compile")

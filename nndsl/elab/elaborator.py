@@ -313,10 +313,10 @@ class Elaborator:
         with self.b.at(call.span):
             inst = self._instance(call, name_kw, snake_case(defn.name), env)
         inner: dict[str, Any] = {n: v for n, (v, _) in given.items() if n in scalars}
-        m = Matcher(inner, can_bind=lambda n: n not in scalars)
+        m = Matcher(inner, can_bind=lambda n: n not in scalars, owner=defn.name)
         for pname, (v, ex) in given.items():
             if pname not in scalars:
-                m.match(f"{defn.name} expects {pname}: ", params[pname].type, v.type, ex.span)
+                m.match(f"{defn.name} expects {pname}: ", params[pname].type, v.type, ex.span, source=pname)
         for p in defn.params:  # defaults, evaluated in the block (they may use dims bound above)
             if p.name not in given:
                 kind = sig.kind(p.name)
@@ -352,7 +352,7 @@ class Elaborator:
             raise NndslTypeError(f"{defn.name} returns {len(values)} value{'s' if len(values) != 1 else ''} "
                                  f"but declares {len(defn.returns)}", ret.span,
                                  "declared: " + ", ".join(type_text(t) for t in defn.returns))
-        m = Matcher(dict(env), can_bind)
+        m = Matcher(dict(env), can_bind, owner="the model" if defn.kind == "model" else defn.name)
         exprs = ret.values if len(ret.values) == len(values) else ret.values[:1] * len(values)
         for i, (t, v, ex) in enumerate(zip(defn.returns, values, exprs)):
             what = (f"{defn.name} declares result {i + 1} as " if len(values) > 1
@@ -360,7 +360,7 @@ class Elaborator:
             if isinstance(t, ast.TensorTypeExpr):
                 if not isinstance(v, Value):
                     raise NndslTypeError(f"{what}{type_text(t)}, but returns {S.describe(v)}", ex.span)
-                m.match(what, t, v.type, ex.span)
+                m.match(what, t, v.type, ex.span, source=f"result {i + 1}" if len(values) > 1 else "the result")
             else:
                 convert(t.name, v, f"{defn.name}'s result", ex.span)
         m.finish()

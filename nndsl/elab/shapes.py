@@ -7,6 +7,7 @@ names are bound and must equal the actual dim. A mismatch is a located error tha
 types and the bindings involved:
 
     CausalSelfAttention expects x: f32[B, T, D] with D = 384, got f32[B, T, 128]
+        expected dim 2 to be 384 (CausalSelfAttention's `D`), got 128
 """
 from __future__ import annotations
 
@@ -67,13 +68,17 @@ class Matcher:
     pattern name (and every scalar parameter) is bound.
     """
 
-    def __init__(self, env: dict, can_bind: Callable[[str], bool]):
+    def __init__(self, env: dict, can_bind: Callable[[str], bool], owner: str = ""):
         self.env = env
         self.can_bind = can_bind
+        self.owner = owner  # whose names these are, for messages: "Mlp", "the model"
+        self._bound_by: dict[str, str] = {}  # name -> where match() bound it ("dim 1 of x")
         self._pending: list[tuple[str, ast.TensorTypeExpr, TensorType, int, Optional[Span]]] = []
 
-    def match(self, prefix: str, decl: ast.TensorTypeExpr, actual: TensorType, span: Optional[Span]) -> None:
-        """``prefix`` starts the message ('MLP expects x: '); ``span`` locates a mismatch."""
+    def match(self, prefix: str, decl: ast.TensorTypeExpr, actual: TensorType, span: Optional[Span],
+              source: str = "") -> None:
+        """``prefix`` starts the message ('MLP expects x: '); ``span`` locates a mismatch; ``source``
+        names the value in messages ('x', 'the result')."""
         check_dtype(decl)
         if decl.dtype != actual.dtype:
             raise NndslTypeError(f"{prefix}{type_text(decl)}, got {actual}", span,
@@ -84,6 +89,7 @@ class Matcher:
         for i, d in enumerate(decl.dims):
             if isinstance(d, ast.Name) and d.id not in self.env and self.can_bind(d.id):
                 self.env[d.id] = actual.shape[i]
+                self._bound_by[d.id] = f"dim {i} of {source}" if source else ""
             else:
                 self._pending.append((prefix, decl, actual, i, span))
 
@@ -95,7 +101,21 @@ class Matcher:
             if not D.equal(want, actual.shape[i]):
                 raise NndslShapeError(
                     f"{prefix}{type_text(decl)}{self._bindings(d)}, got {actual}", span,
-                    f"dim {i} should be {unparse(d)} = {show(want)}, but it is {D.dim_str(actual.shape[i])}")
+                    f"expected dim {i} to be {self._expected(d, want)}, got {D.dim_str(actual.shape[i])}")
+
+    def _expected(self, d: Any, want: Any) -> str:
+        """What a dim should be, in words: '784', '784 (the model's `D`)', '2 * D = 32'."""
+        value = show(want)
+        if not isinstance(d, ast.Name):
+            text = unparse(d)
+            return value if text == value else f"{text} = {value}"
+        if value == d.id:  # a symbolic dim (the batch size B): its name says it all
+            return value
+        bound = self._bound_by.get(d.id)
+        if bound:
+            return f"{value} (`{d.id}`, from {bound})"
+        owner = f"{self.owner}'s " if self.owner else ""
+        return f"{value} ({owner}`{d.id}`)"
 
     def _bindings(self, d: Any) -> str:
         parts = [f"{n} = {show(self.env[n])}" for n in names_in(d)

@@ -25,6 +25,7 @@ KEYWORDS = {"BLOCK": "block", "MODEL": "model", "TRAIN": "train", "RETURN": "ret
 _CLOSER = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _OPENERS = set(_CLOSER)
 _CLOSERS = set(_CLOSER.values())
+_TOP_LEVEL = {"BLOCK", "MODEL", "TRAIN"}  # keywords that only start a definition at the top level
 _EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE", "NONE"}
 _CONTINUE = {"PLUS", "MINUS", "STAR", "SLASH", "DSLASH", "PERCENT", "AT", "POW", "DOT", "LSQB", "LPAR"}
 _WORDS = {
@@ -101,6 +102,12 @@ def _unexpected_token(e: UnexpectedToken, source: str, file: str, tokens: list[T
         if not any(_CLOSER[o.type] == tok.type for o in stack):
             return NndslSyntaxError(f"unmatched {_WORDS[tok.type]}", span,
                                     f"there is no {_WORDS[_opener_of(tok.type)]} for it to close")
+    # a definition starts while a '{' is open: report the '{' that lost its '}', not the keyword
+    if tok.type in _TOP_LEVEL and any(t.type == "LBRACE" for t in stack):
+        brace, before = _unclosed_brace(stack, tokens[:idx], source, tok)
+        return NndslSyntaxError(
+            f"unclosed '{{': {_describe(brace, tokens)} has no '}}' before {found} at {tok.line}:{tok.column}",
+            _token_span(brace, file, source), f"add '}}' to close it (before line {before.line})")
     # the end of the file inside a bracket
     if at_end and stack:
         top = stack[-1]
@@ -224,6 +231,29 @@ def _open_brackets(tokens: list[Token]) -> list[Token]:
         elif t.type in _CLOSERS and stack and _CLOSER[stack[-1].type] == t.type:
             stack.pop()
     return stack
+
+
+def _unclosed_brace(stack: list[Token], tokens: list[Token], source: str, found: Token) -> tuple[Token, Token]:
+    """The '{' most likely missing its '}', and the token its '}' belongs before (``found``, or the
+    misplaced '}'): the innermost open '{', unless a '}' inside it, first on
+    its line, closes a '{' whose line is indented differently (that '}' was meant for an outer
+    '{', so the inner '{' is the unclosed one)."""
+    lines = source.split("\n")
+
+    def indent(line: int) -> int:
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        return len(text) - len(text.lstrip(" \t"))
+
+    outer = [t for t in stack if t.type == "LBRACE"][-1]
+    inner: list[Token] = []
+    for t in tokens[_index_of(outer, tokens) + 1:]:
+        if t.type == "LBRACE":
+            inner.append(t)
+        elif t.type == "RBRACE" and inner:
+            opened = inner.pop()
+            if indent(t.line) == t.column - 1 and indent(opened.line) != t.column - 1:
+                return opened, t
+    return outer, found
 
 
 def _describe(opener: Token, tokens: list[Token]) -> str:

@@ -121,8 +121,10 @@ class TrainConfig:
     keep_last: int = 2  # periodic checkpoints kept in run/checkpoints (the best one is kept apart)
     best: Optional[str] = None  # keep the best checkpoint by this metric ("accuracy", "-loss": lower is
     #                             better; "none": no best checkpoint); None: the first of `metrics`
-    eval_every: Optional[int] = None  # step mode: evaluate every N steps (None: 10 times per run); epoch mode: each epoch
-    eval_batches: Optional[int] = None  # evaluate on this many batches (None: the whole eval set)
+    eval_every: Optional[int] = None  # evaluate every N steps (epoch mode: epochs); None: at most 10 times per run,
+    #                                   at most once per epoch, a small share of the run (runtime/evaluation.py)
+    eval_batches: Optional[int] = None  # intermediate evaluations on this many batches (None: the whole eval
+    #                                     set); the final evaluation always covers the whole set
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto | cpu | cuda (auto: cuda when available)
     precision: str = "fp32"  # fp32 | bf16 | fp16: matmuls, convolutions, attention in bf16/fp16 (autocast);
@@ -362,6 +364,7 @@ def _best(v: Any, span: Optional[Span]) -> str:
     if name is None:
         raise NndslConfigError(f'best: expected a metric name such as "accuracy" or "-loss", got {_describe(v)}', span)
     bare = name.lstrip("+-") if name[:1] in "+-" and len(name) > 1 else name
+    bare = bare.removeprefix("val_") if bare.removeprefix("val_") in METRICS else bare  # val_accuracy = accuracy
     choices = (*METRICS, "train_loss")
     if bare not in choices and name != "none":
         raise NndslConfigError(f"best: unknown metric '{bare}'", getattr(v, "span", span),
@@ -396,8 +399,10 @@ def train_config(
     hyperparams: dict[str, Any],
     base_dir: Path,
     overrides: Optional[dict[str, Any]] = None,
+    origins: Optional[dict[str, str]] = None,
 ) -> TrainConfig:
-    """The file's train section, then the command line's ``overrides`` (``epochs``, ``lr``, ...), checked."""
+    """The file's train section, then the command line's ``overrides`` (``epochs``, ``lr``, ...), checked;
+    ``origins`` names where an override came from in its errors (default ``--key``)."""
     cfg = TrainConfig(base_dir=Path(base_dir))
     ev = Evaluator(hyperparams)
     seen: dict[str, ast.TrainEntry] = {}
@@ -414,24 +419,26 @@ def train_config(
     if cfg.epochs is not None and cfg.steps is not None:
         raise NndslConfigError("set either epochs or steps, not both", seen["steps"].span,
                                "epochs = passes over the data; steps = optimizer steps")
-    apply_overrides(cfg, overrides or {})
+    apply_overrides(cfg, overrides or {}, origins)
     if cfg.epochs is None and cfg.steps is None:
         cfg.epochs = 1
     return cfg
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> None:
-    """Command-line settings, after the file: ``--epochs`` switches to epoch mode, ``--steps`` to step mode."""
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], origins: Optional[dict[str, str]] = None) -> None:
+    """Command-line settings, after the file: ``--epochs`` switches to epoch mode, ``--steps`` to step mode.
+    ``origins``: key -> how the user wrote it (``--set batch=abc``), for errors; default ``--key``."""
     for key, value in overrides.items():
         if value is None:
             continue
+        origin = (origins or {}).get(key, f"--{key.replace('_', '-')}")
         if key == "lr":
-            cfg.optimizer.kwargs["lr"] = check_value(Arg("lr", "float", positive=True), value, None, "--lr")
+            cfg.optimizer.kwargs["lr"] = check_value(Arg("lr", "float", positive=True), value, None, origin)
             continue
         if key not in OVERRIDABLE:
-            raise NndslConfigError(f"'{key}' cannot be set from the command line",
+            raise NndslConfigError(f"{origin}: '{key}' cannot be set from the command line",
                                    hint=did_you_mean(key, OVERRIDABLE) or f"settable: {', '.join(OVERRIDABLE)}")
-        setattr(cfg, key, check_value(_SCALAR_KINDS[KEYS[key]], value, None, f"--{key.replace('_', '-')}"))
+        setattr(cfg, key, check_value(_SCALAR_KINDS[KEYS[key]], value, None, origin))
         if key == "epochs":
             cfg.steps = None
         elif key == "steps":

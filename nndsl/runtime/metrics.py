@@ -1,12 +1,7 @@
 """Evaluation metrics, accumulated over batches so the result is the whole set's, not a mean of means.
 
-* ``loss``        the training loss, weighted by batch size
-* ``accuracy``    argmax over the last axis vs integer targets (binary outputs: threshold 0.5 / logit 0)
-* ``f1``          macro F1 from a confusion matrix over the whole set; classes that never occur
-                  in targets or predictions are left out of the mean (as scikit-learn does)
-* ``mse``, ``mae`` mean squared / absolute error over all output elements
-* ``r2``          coefficient of determination per output column, averaged over columns
-* ``perplexity``  exp of the mean per-token cross-entropy (from the model's outputs, whatever the loss)
+``DESCRIPTIONS`` says what each metric is (docs/runtime.md is generated from it); a run reports
+them as ``val_<metric>`` (``evaluation.py``).
 """
 from __future__ import annotations
 
@@ -16,6 +11,18 @@ from typing import Callable, Optional
 import torch
 
 from .losses import class_log_probs, flatten_classes
+
+DESCRIPTIONS = {
+    "loss": "the training loss on the evaluation set, weighted by batch size",
+    "accuracy": "argmax over the last axis against integer targets (one output per target: "
+                "threshold 0.5 on probabilities, 0 on logits)",
+    "f1": "macro F1 from a confusion matrix over the whole set; classes that never occur in targets "
+          "or predictions are left out of the mean (as scikit-learn does)",
+    "mse": "mean squared error over all output elements",
+    "mae": "mean absolute error over all output elements",
+    "r2": "coefficient of determination per output column, averaged over columns",
+    "perplexity": "exp of the mean per-token cross-entropy (from the model's outputs, whatever the loss)",
+}
 
 
 class Metrics:

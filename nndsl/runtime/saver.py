@@ -17,6 +17,7 @@ import torch
 from ..errors import NndslConfigError, NndslDataError
 from . import checkpoint as ckpt
 from .config import HIGHER_IS_BETTER, TrainConfig
+from .evaluation import val_name
 
 
 def best_metric(cfg: TrainConfig, has_eval: bool) -> Optional[tuple[str, float]]:
@@ -24,9 +25,9 @@ def best_metric(cfg: TrainConfig, has_eval: bool) -> Optional[tuple[str, float]]
     name = cfg.best or (cfg.metrics[0] if has_eval and cfg.metrics else "train_loss")
     if name == "none":
         return None
-    if name[0] in "+-":
-        return name[1:], 1.0 if name[0] == "+" else -1.0
-    return name, 1.0 if name in HIGHER_IS_BETTER else -1.0
+    if name[0] in "+-":  # evaluation metrics are recorded as val_<metric>
+        return val_name(name[1:]), 1.0 if name[0] == "+" else -1.0
+    return val_name(name), 1.0 if name.removeprefix("val_") in HIGHER_IS_BETTER else -1.0
 
 
 class Saver:

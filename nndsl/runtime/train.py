@@ -1,7 +1,7 @@
 """The training loop: ``fit(model, cfg, out_dir, ...)`` trains and evaluates per a ``TrainConfig``.
 
-Epoch mode (``epochs = N``) evaluates after every epoch; step mode (``steps = N``) every
-``eval_every`` steps. The learning rate is set before every optimizer step from the schedule, so
+When it evaluates, on how much of the evaluation set, and what the metrics are called
+(``val_accuracy``, ``train_loss``) is ``evaluation.py``'s job. The learning rate is set before every optimizer step from the schedule, so
 the schedule's only state is the step count, and a run resumed from a checkpoint (weights,
 optimizer, step, history, RNG states, sampler state, running loss, fp16 loss scale) continues exactly where it
 stopped: its weights and loss history are bit-identical to an uninterrupted run's. When and what
@@ -32,8 +32,9 @@ from . import checkpoint as ckpt
 from . import data
 from .config import Spec, TrainConfig
 from .losses import make_loss
-from .metrics import Metrics, fmt
-from .precision import Precision, autocast
+from .evaluation import TRAIN_LOSS, eval_interval, evaluate, metrics_without_eval
+from .metrics import fmt
+from .precision import Precision
 from .progress import Interval, LossWatch, describe_nonfinite
 from .rundir import METRICS, RUN, RunDir, save_json
 from .saver import Saver, claim
@@ -118,30 +119,10 @@ def _forward(model, x):
     return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
 
-def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_probs: bool,
-             dev: torch.device) -> dict[str, float]:
-    """``cfg.metrics`` over ``source`` (all of it, or ``cfg.eval_batches`` batches), model in eval mode,
-    the forward in ``cfg.precision`` (the metrics in fp32 or wider)."""
-    was_training = model.training
-    model.eval()
-    m = Metrics(cfg.metrics, loss_fn, output_is_probs)
-    with torch.no_grad():
-        for i, xy in enumerate(data.eval_batches(source, cfg.batch, cfg.eval_batches, workers=cfg.workers,
-                                                 pin=dev.type == "cuda")):
-            x, y = _to(xy, dev)
-            with autocast(cfg.precision, dev):
-                pred = _forward(model, x)
-            if i == 0:
-                data.check_targets(pred, source, cfg, "eval")
-            m.update(pred, y)
-    model.train(was_training)
-    return m.compute()
-
-
 def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, RunDir] = None, *,
         device: Optional[str] = None, resume: bool = False, overwrite: bool = False, output_is_probs: bool = False,
         progress: bool = True, model_meta: Optional[dict] = None, backend: Optional[str] = None,
-        log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
+        log: Callable[[str], None] = tqdm.write, final_whole: bool = True) -> dict[str, Any]:
     """Train ``model`` per ``cfg``; write checkpoints and metrics under ``out_dir`` (None: write nothing).
 
     ``out_dir``: a folder, or a ``RunDir`` the caller opened (and locked) already.
@@ -150,7 +131,10 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, Run
     ``output_is_probs``: the model ends in softmax/sigmoid.
     ``model_meta`` goes into ``out_dir/run.json`` (``nndsl.load`` rebuilds the model from it), with
     ``backend`` (the ``--backend`` the model was compiled for; the weights load into any backend).
-    Returns ``{"final": {metric: value}, "history": [...], "samples_per_second": ..., "seconds": ...}``.
+    ``final_whole``: the final evaluation covers the whole evaluation set, even with ``eval_batches``
+    (False: ``eval_batches`` there too, for the slow Triton interpreter).
+    Returns ``{"final": {"train_loss": ..., "val_<metric>": ...}, "history": [...], "samples_per_second": ...,
+    "seconds": ...}``.
     """
     if cfg.data is None:
         raise NndslConfigError("the train section has no `data = ...`: nothing to train on",
@@ -165,14 +149,14 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, Run
             claim(run.path, resume=resume, overwrite=overwrite, log=log)
         meta = dict(model_meta or {}, **({"backend": backend} if backend is not None else {}))
         return _fit(model, cfg, run, device=device, resume=resume, output_is_probs=output_is_probs,
-                    progress=progress, model_meta=meta, log=log)
+                    progress=progress, model_meta=meta, log=log, final_whole=final_whole)
     finally:
         if run is not None and run is not out_dir:
             run.close()
 
 
 def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, output_is_probs, progress,
-         model_meta, log) -> dict[str, Any]:
+         model_meta, log, final_whole) -> dict[str, Any]:
     out_dir = run.path if run is not None else None
     dev = resolve_device(device or cfg.device)
     seed_everything(cfg.seed)
@@ -183,6 +167,9 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     train_src = data.load(cfg.data, cfg.base_dir)
     eval_src = data.load(cfg.eval, cfg.base_dir) if cfg.eval is not None else None
     log(f"data: {train_src.describe()}" + (f"; eval: {eval_src.describe()}" if eval_src is not None else ""))
+    warning = metrics_without_eval(cfg)
+    if warning:
+        log(warning)
     data.check_fits(model, train_src, cfg, "data")
     if eval_src is not None:
         data.check_fits(model, eval_src, cfg, "eval")
@@ -197,7 +184,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     per_epoch = data.batches_per_epoch(len(train_src), cfg.batch)
     total = cfg.steps if step_mode else cfg.epochs * per_epoch
     schedule = Schedule(cfg.schedule, cfg.lr, total, per_epoch, step_mode)
-    eval_every = (cfg.eval_every or max(1, math.ceil(total / 10))) if step_mode else per_epoch
+    eval_every = eval_interval(cfg, total, per_epoch, len(eval_src) if eval_src is not None else None)
     saver = Saver(out_dir, cfg, every=cfg.checkpoint_every * (1 if step_mode else per_epoch)
                   if cfg.checkpoint_every else eval_every, has_eval=eval_src is not None, log=log)
     sampler = torch.Generator().manual_seed(cfg.seed)  # random text windows in step mode
@@ -261,16 +248,16 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         check_finite(step)
         st["train_seconds"] += iv.stop()
         st["samples"] += iv.n
-        entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, "train_loss": iv.mean()}
-        if eval_src is not None:
-            st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
-            entry.update(st["final"])
-        else:
-            st["final"] = {"train_loss": entry["train_loss"]}
-        entry["samples_per_second"] = iv.rate()
+        st["final"] = {TRAIN_LOSS: iv.mean()}
+        if eval_src is not None:  # the final evaluation covers the whole set, intermediate ones eval_batches
+            limit = None if step == total and final_whole else cfg.eval_batches
+            st["final"].update(evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, limit=limit,
+                                        progress=progress))
+        entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, **st["final"],
+                                 "samples_per_second": iv.rate()}
         st["history"].append(entry)
         where = f"step {step}/{total}" if step_mode else f"epoch {step // per_epoch}/{cfg.epochs}"
-        shown = "  ".join(f"{k} {fmt(entry[k])}" for k in ["train_loss", *st["final"]] if k in entry)
+        shown = "  ".join(f"{k} {fmt(v)}" for k, v in st["final"].items())
         log(f"{where}  {shown}  ({iv.rate():,.0f} samples/s)")
         st["seconds"] = seconds0 + time.perf_counter() - clock0
         if out_dir is not None:
@@ -311,7 +298,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             if step % _CHECK_EVERY == 0:
                 check_finite(step)
                 if progress:
-                    bar.set_postfix_str(f"loss {iv.mean():.4f}  lr {lr:.2e}  {iv.rate():,.0f} samples/s",
+                    bar.set_postfix_str(f"{TRAIN_LOSS} {iv.mean():.4f}  lr {lr:.2e}  {iv.rate():,.0f} samples/s",
                                         refresh=False)
             improved = False
             if step % eval_every == 0 or step == total:
@@ -332,7 +319,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         if bar is not None:
             bar.close()
     if not st["final"] and eval_src is not None:
-        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
+        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, progress=progress)
     st["seconds"] = seconds0 + time.perf_counter() - clock0
     out = results()
     if out_dir is not None:

@@ -50,7 +50,7 @@ def test_run_trains_writes_and_loads(tmp_path):
     out = tmp_path / "run"
     res = _invoke("run", src, "--out", out, "--no-progress")
     assert res.exit_code == 0, res.output
-    assert "final: mse" in res.output and "epoch 2/2" in res.output
+    assert "final: train_loss" in res.output and "val_mse" in res.output and "epoch 2/2" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and metrics["history"][-1]["step"] == 2 * math.ceil(90 / 16)
     model = nndsl.load(out)

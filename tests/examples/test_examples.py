@@ -91,7 +91,7 @@ def test_linear_regression_full_run_recovers_the_generating_weights(tmp_path):
                                        "--no-progress"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["final"]["r2"] >= 0.999, metrics["final"]
+    assert metrics["final"]["val_r2"] >= 0.999, metrics["final"]
     state = nndsl.load(out).state_dict()
     data = synthetic_regression(n=2000, features=10, noise=0.01, seed=0)
     err_w = (state["linear.weight"][0] - data.true_w).abs().max().item()

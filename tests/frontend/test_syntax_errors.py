@@ -133,6 +133,23 @@ def test_missing_closing_brace_at_end_of_file():
     check(err, 2, 13, "expected ')' to close the call opened at 2:10")
 
 
+@pytest.mark.parametrize("src, line, col, message, hint", [
+    # a block left open: the next definition is reported as the brace's, not as a bad name
+    ("block A(x: f32[B]) -> f32[B] {\n    y = x\n    return y\n\nmodel M(x: f32[B]) -> f32[B] {\n    return A(x)\n}\n",
+     1, 30, "unclosed '{': the body of block 'A' has no '}' before 'model' at 5:1", "before line 5"),
+    ("model M(x: f32[B]) -> f32[B] {\n    return x\ntrain {\n    steps = 3\n}\n",
+     1, 30, "unclosed '{': the body of model 'M' has no '}' before 'train' at 3:1", "before line 3"),
+    ("train {\n    steps = 3\nblock A() {\n}\n", 1, 7, "the train section has no '}' before 'block' at 3:1", None),
+    # the inner '{' lost its '}': the '}' at column 1 was meant for the model, so 'repeat' is unclosed
+    ("model M(x: f32[B]) -> f32[B] {\n    repeat 2 {\n        x = x\n    return x\n}\n"
+     "model N(x: f32[B]) -> f32[B] {\n    return x\n}\n",
+     2, 14, "unclosed '{': the body of 'repeat' has no '}' before 'model' at 6:1", "before line 5"),
+])
+def test_unclosed_brace_in_the_middle_of_a_file_is_reported_at_the_brace(src, line, col, message, hint):
+    err = fail(src)
+    check(err, line, col, message, hint or "add '}' to close it")
+
+
 # ----------------------------------------------------------------------------- errors after parsing
 @pytest.mark.parametrize("src, line, col, message, hint", [
     ("block A(x: float32[B]) {}", 1, 12, "unknown dtype 'float32'", "did you mean 'f32'?"),

@@ -60,7 +60,7 @@ def test_periodic_best_and_keep_last(tmp_path):
     found = ckpt.listing(tmp_path / "r")
     assert [c.step for c in found if not c.best] == [8, 10, 12], found
     history = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
-    best_step = min(history, key=lambda h: h["loss"])["step"]
+    best_step = min(history, key=lambda h: h["val_loss"])["step"]
     assert [c.step for c in found if c.best] == [best_step]
     best = nndsl.load(tmp_path / "r", which="best").state_dict()
     _, saved = ckpt.load_weights(tmp_path / "r", "best")
@@ -76,7 +76,7 @@ def test_time_based_checkpoints_and_an_accuracy_best(tmp_path):
     found = ckpt.listing(tmp_path / "r")
     history = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
     assert [c.step for c in found if not c.best] == [12]
-    assert [c.step for c in found if c.best] == [max(history, key=lambda h: h["r2"])["step"]]
+    assert [c.step for c in found if c.best] == [max(history, key=lambda h: h["val_r2"])["step"]]
 
 
 def test_damaged_checkpoints_are_reported_and_skipped(tmp_path):

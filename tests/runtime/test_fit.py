@@ -40,12 +40,12 @@ def test_fit_learns_linear_regression_and_writes_its_files(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(10, 1)
     src = synthetic_regression(n=77, features=10, noise=0.01, seed=3, part="test")
-    before = evaluate(model, src, cfg, torch.nn.functional.mse_loss, False, torch.device("cpu"))["mse"]
+    before = evaluate(model, src, cfg, torch.nn.functional.mse_loss, False, torch.device("cpu"))["val_mse"]
     out = fit(model, cfg, tmp_path / "run", device="cpu", progress=False, model_meta={"model": "Lin"},
               log=lambda s: None)
-    after = out["final"]["mse"]
+    after = out["final"]["val_mse"]
     assert after < 1e-3 * before, f"mse {before} -> {after}"
-    assert out["final"]["r2"] > 0.999 and out["final"]["loss"] == pytest.approx(after, rel=1e-5)
+    assert out["final"]["val_r2"] > 0.999 and out["final"]["val_loss"] == pytest.approx(after, rel=1e-5)
     torch.testing.assert_close(model.weight.detach()[0], src.true_w, atol=0.02, rtol=0)
     assert abs(model.bias.item() - src.true_b) < 0.02
     assert [h["epoch"] for h in out["history"]] == [1.0, 2.0, 3.0, 4.0]

@@ -162,7 +162,7 @@ def test_evaluation_runs_under_the_same_autocast(tmp_path, precision, expected):
     metrics = evaluate(model, src, cfg, amp.Precision(precision, torch.device("cpu")).loss(mse), False,
                        torch.device("cpu"))
     assert model.seen and set(model.seen) == {expected}, model.seen
-    assert metrics["loss"] == pytest.approx(mse(model.out(src.x), src.y).item(), rel=2 * TOL[torch.bfloat16])
+    assert metrics["val_loss"] == pytest.approx(mse(model.out(src.x), src.y).item(), rel=2 * TOL[torch.bfloat16])
 
 
 # ----------------------------------------------------------------------------- fp16 loss scaling
