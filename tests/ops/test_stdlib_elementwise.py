@@ -102,6 +102,8 @@ def test_clamp():
     specs = {"x": "f32[B, T, 5]", "lo": "f32[5]"}
     check_grad(specs, lambda b, x, lo: call(b, "clamp", x, min=lo, max=1.0),
                lambda x, lo, P: torch.where(torch.maximum(x, lo) > 1.0, 1.0, torch.maximum(x, lo)), SZ)
+    check({"i": "i64[B, T]"}, lambda b, i: call(b, "clamp", i, min=1.5),  # int with a float bound: f32
+          lambda i, P: torch.where(i < 1.5, 1.5, i.double()), SZ)
     assert shape("clamp", ["i64[B]"], {"min": 0, "max": 3}) == "i64[B]"
     assert shape("clamp", ["i64[B]"], {"min": 0.5}) == "f32[B]"
     assert "min 2 is greater than max 1" in fails("clamp", ["f32[B]"], {"min": 2, "max": 1})
