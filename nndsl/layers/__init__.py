@@ -16,7 +16,7 @@ import importlib
 
 from .registry import BUILTINS, Arg, Builtin, builtin, get  # noqa: F401
 
-MODULES = ("core", "nn")
+MODULES = ("core", "nn", "elementwise", "spatial", "attention")
 _loaded = False
 
 

@@ -1,4 +1,4 @@
-"""Stateless builtins: shape manipulation, activations, reductions, attention, pooling, casts.
+"""Stateless builtins: shape manipulation, activations, reductions, pooling, casts.
 
 Each builtin checks its arguments (errors located at the call by ``b.error``) and adds IR
 ops through the Builder; shape checking proper happens in the ops' inference.
@@ -15,14 +15,15 @@ from ..ops.core import whole_div
 from .registry import builtin
 
 
-def _axes(b: Builder, fn: str, dim: Any) -> Any:
+def reduce_dims(b: Builder, fn: str, dim: Any) -> Any:
     """A reduction's ``dim`` argument: none, an int or a list of ints."""
     if dim is None or (isinstance(dim, int) and not isinstance(dim, bool)):
         return dim
     if isinstance(dim, (list, tuple)) and all(isinstance(d, int) and not isinstance(d, bool) for d in dim):
         return tuple(dim)
     raise b.error(f"{fn}'s argument 'dim' must be none, an int or a list of ints, got {dim!r}",
-                  f"for the elementwise {fn} of two tensors use {fn}imum(a, b)" if fn in ("max", "min") else None,
+                  (f"{fn}(a, b) of two tensors is elementwise; against a number use "
+                  f"clamp(x, {'min' if fn == 'max' else 'max'}=...)") if fn in ("max", "min") else None,
                   NndslTypeError)
 
 
@@ -60,7 +61,7 @@ def unsqueeze(b: Builder, x, dim):
 @builtin("squeeze", "x: tensor, dim: any = none")
 def squeeze(b: Builder, x, dim):
     """Remove size-1 axes: dim (an int or a list), or every axis of static size 1 when omitted."""
-    return b.op("squeeze", [x], {"dim": _axes(b, "squeeze", dim)})
+    return b.op("squeeze", [x], {"dim": reduce_dims(b, "squeeze", dim)})
 
 
 def _tensors(b: Builder, fn: str, xs: list) -> list:
@@ -164,7 +165,9 @@ def minimum(bld: Builder, a, b):
 
 def _reduction(name: str, doc: str):
     def fn(b: Builder, x, dim, keepdim):
-        dims = _axes(b, name, dim)
+        if isinstance(dim, Value) and name in ("max", "min"):  # max(a, b): elementwise, as torch.max(a, b)
+            return b.op(f"{name}imum", [x, dim])
+        dims = reduce_dims(b, name, dim)
         return b.op(name, [x], {"dims": (dims,) if isinstance(dims, int) else dims, "keepdim": keepdim})
 
     fn.__doc__ = doc
@@ -172,7 +175,8 @@ def _reduction(name: str, doc: str):
 
 
 for _n, _doc in (("sum", "Sum over dim (none: all axes)."), ("mean", "Mean over dim (none: all axes)."),
-                 ("max", "Largest value over dim (values only)."), ("min", "Smallest value over dim (values only).")):
+                 ("max", "Largest value over dim (values only); max(a, b) of two tensors is elementwise."),
+                 ("min", "Smallest value over dim (values only); min(a, b) of two tensors is elementwise.")):
     _reduction(_n, _doc)
 
 
@@ -186,19 +190,7 @@ def dropout(b: Builder, x, p):
     return b.op("dropout", [x], {"p": p})
 
 
-# ------------------------------------------------------------------------------------- attention
-@builtin("attention", "q: tensor, k: tensor, v: tensor, causal: bool = false, scale: any = none, "
-                      "dropout: float = 0.0")
-def attention(b: Builder, q, k, v, causal, scale, dropout):
-    """Scaled dot-product attention (F.scaled_dot_product_attention): [..., T, D] inputs."""
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-        raise b.error(f"attention's argument 'scale' must be a number or none, got {scale!r}", cls=NndslTypeError)
-    if not 0.0 <= dropout <= 1.0:
-        raise b.error(f"attention: dropout must be in [0, 1], got {dropout}", cls=NndslTypeError)
-    return b.op("attention", [q, k, v], {"causal": causal, "scale": None if scale is None else float(scale),
-                                         "dropout": dropout})
-
-
+# ----------------------------------------------------------------------------------- causal mask
 @builtin("causal_mask", "T: dim")
 def causal_mask(b: Builder, T):
     """f32[T, T]: 0 on and below the diagonal, -inf above; add it to attention scores."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib
 
 # every module of this package that registers ops
-FAMILIES = ("core", "shape", "pointwise", "nn", "sequence", "fused", "loss")
+FAMILIES = ("core", "shape", "pointwise", "activations", "select", "stats", "nn", "spatial", "attention",
+            "sequence", "fused", "loss")
 
 _loaded = False
 

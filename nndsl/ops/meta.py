@@ -36,18 +36,22 @@ META: dict[str, OpMeta] = {
     # arithmetic and activations
     **{name: _PW for name in (
         "add", "sub", "mul", "div", "pow", "maximum", "minimum", "add_s", "sub_s", "mul_s", "div_s", "pow_s",
-        "rsub_s", "rdiv_s", "neg", "relu", "silu", "sigmoid", "tanh", "exp", "log", "sqrt", "abs", "gelu", "cast")},
+        "rsub_s", "rdiv_s", "neg", "relu", "silu", "sigmoid", "tanh", "exp", "log", "sqrt", "abs", "gelu", "cast",
+        "leaky_relu", "elu", "softplus", "hardswish", "rsqrt", "sin", "cos", "clamp", "where",
+        "lt", "le", "gt", "ge", "eq", "ne")},
     # reductions (softmax normalizes over an axis: a reduction and a pointwise pass)
-    **{name: _m(REDUCTION) for name in ("sum", "mean", "max", "min", "softmax", "log_softmax")},
+    **{name: _m(REDUCTION) for name in ("sum", "mean", "max", "min", "var", "std", "softmax", "log_softmax")},
     # views and data movement
     **{name: _m(VIEW) for name in (
         "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze", "getitem", "split", "concat")},
     # library calls
     **{name: _m(OPAQUE) for name in (
         "matmul", "linear", "conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "embedding",
-        "pos_embedding", "layernorm", "rmsnorm", "causal_mask", "logmel", "param")},
+        "pos_embedding", "layernorm", "rmsnorm", "causal_mask", "logmel", "param", "conv_transpose1d",
+        "conv_transpose2d", "upsample", "adaptive_avgpool1d", "adaptive_avgpool2d", "pad", "one_hot", "rope_angles")},
     "attention": _m(OPAQUE, random_attr="dropout"),
     "dropout": _m(POINTWISE, RANDOM, TRAINING),
+    "dropout2d": _m(OPAQUE, RANDOM, TRAINING),  # one draw per channel, not per element
     "batchnorm": _m(OPAQUE, STATEFUL, TRAINING),
     # recurrent layers: dropout between layers while training
     **{name: _m(OPAQUE, random_attr="dropout") for name in ("rnn", "lstm", "gru")},

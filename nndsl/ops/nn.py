@@ -1,4 +1,4 @@
-"""Neural-network ops: linear, convolutions, pooling, embeddings, normalizations, attention.
+"""Neural-network ops: linear, convolutions, pooling, embeddings, normalizations (attention: ``ops.attention``).
 
 Weights are ordinary inputs (the builtins pass ``param`` values). Optional inputs are trailing
 and simply left out: ``linear`` takes ``[x, w]`` or ``[x, w, b]``; ``conv*d`` the same;
@@ -13,18 +13,18 @@ from .core import same_dtype
 from .registry import EmitCtx, InferCtx, op
 
 
-def _expect_shape(c: InferCtx, i: int, shape: tuple, what: str) -> None:
+def expect_shape(c: InferCtx, i: int, shape: tuple, what: str) -> None:
     t = c.types[i]
     if t.rank != len(shape) or not all(D.equal(a, b) for a, b in zip(t.shape, shape)):
         raise c.error(f"{c.op}: {what} must have shape {D.shape_str(shape)}, got {c.describe(i)}")
 
 
-def _opt(e: EmitCtx, i: int) -> str:
+def opt_input(e: EmitCtx, i: int) -> str:
     return e.ins[i] if i < len(e.ins) else "None"
 
 
 # ---------------------------------------------------------------------------------------- linear
-@op("linear", emit=lambda e: f"F.linear({e.ins[0]}, {e.ins[1]}, {_opt(e, 2)})")
+@op("linear", emit=lambda e: f"F.linear({e.ins[0]}, {e.ins[1]}, {opt_input(e, 2)})")
 def _linear(c: InferCtx) -> TensorType:
     """x [..., in] @ w[out, in]^T (+ b[out]) -> [..., out]."""
     x = c.types[0]
@@ -37,12 +37,12 @@ def _linear(c: InferCtx) -> TensorType:
         raise c.error(f"linear expects last dim {D.dim_str(w.shape[1])}, got {D.dim_str(x.shape[-1])} "
                       f"({c.describe(0)})")
     if len(c.types) > 2:
-        _expect_shape(c, 2, (w.shape[0],), "the bias")
+        expect_shape(c, 2, (w.shape[0],), "the bias")
     return TensorType(list(x.shape[:-1]) + [w.shape[0]], dtype)
 
 
 # ------------------------------------------------------------------------- convolution, pooling
-def _nd(c: InferCtx) -> int:
+def spatial_rank(c: InferCtx) -> int:
     return int(c.op[-2])
 
 
@@ -51,7 +51,7 @@ def ntuple(v, nd: int) -> tuple:
     return (v,) * nd if isinstance(v, int) else tuple(v)
 
 
-def _tuple(c: InferCtx, key: str, nd: int, default) -> tuple:
+def int_tuple(c: InferCtx, key: str, nd: int, default) -> tuple:
     v = c.attrs.get(key, default)
     v = ntuple(v, nd) if isinstance(v, (int, list, tuple)) else v
     if not isinstance(v, tuple) or len(v) != nd or not all(isinstance(a, int) for a in v):
@@ -74,26 +74,26 @@ def _out_size(c: InferCtx, axis: int, n, k: int, s: int, p: int, d: int):
 def _conv_emit(e: EmitCtx) -> str:
     a, nd = e.attrs, int(e.node.op[-2])
     fn = {"conv1d": "F.conv1d", "conv2d": "F.conv2d"}[e.node.op]
-    return (f"{fn}({e.ins[0]}, {e.ins[1]}, {_opt(e, 2)}, stride={e.lit(ntuple(a.get('stride', 1), nd))}, "
+    return (f"{fn}({e.ins[0]}, {e.ins[1]}, {opt_input(e, 2)}, stride={e.lit(ntuple(a.get('stride', 1), nd))}, "
             f"padding={e.lit(ntuple(a.get('padding', 0), nd))}, dilation={e.lit(ntuple(a.get('dilation', 1), nd))}, "
             f"groups={e.lit(a.get('groups', 1))})")
 
 
 def _conv_infer(c: InferCtx) -> TensorType:
     """x [B, Cin, *spatial] (or unbatched) * w [Cout, Cin/groups, *kernel] (+ b [Cout])."""
-    nd = _nd(c)
+    nd = spatial_rank(c)
     x = c.expect_rank(0, nd + 2, nd + 1)
     w = c.expect_rank(1, nd + 2, what="weight")
     c.expect_float(0)
     dtype = same_dtype(c)
-    stride, padding, dilation = (_tuple(c, k, nd, dv) for k, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    stride, padding, dilation = (int_tuple(c, k, nd, dv) for k, dv in (("stride", 1), ("padding", 0), ("dilation", 1)))
     groups = c.attrs.get("groups", 1)
     cin = x.shape[-nd - 1]
     if not D.equal(cin, D.norm(w.shape[1] * groups)):
         raise c.error(f"{c.op} expects {D.dim_str(w.shape[1] * groups)} input channels (dim {x.rank - nd - 1}), "
                       f"got {D.dim_str(cin)} ({c.describe(0)})")
     if len(c.types) > 2:
-        _expect_shape(c, 2, (w.shape[0],), "the bias")
+        expect_shape(c, 2, (w.shape[0],), "the bias")
     spatial = [_out_size(c, x.rank - nd + i, x.shape[x.rank - nd + i], w.shape[2 + i], stride[i], padding[i],
                          dilation[i]) for i in range(nd)]
     return TensorType(list(x.shape[:-nd - 1]) + [w.shape[0]] + spatial, dtype)
@@ -113,12 +113,12 @@ def _pool_emit(e: EmitCtx) -> str:
 
 def _pool_infer(c: InferCtx) -> TensorType:
     """Max/average pooling over the last 1 or 2 axes (attrs kernel, stride, padding; floor mode)."""
-    nd = _nd(c)
+    nd = spatial_rank(c)
     x = c.expect_rank(0, nd + 2, nd + 1)
     c.expect_float(0)  # PyTorch pools some integer dtypes on some devices only
-    kernel = _tuple(c, "kernel", nd, None)
-    stride = _tuple(c, "stride", nd, kernel)
-    padding = _tuple(c, "padding", nd, 0)
+    kernel = int_tuple(c, "kernel", nd, None)
+    stride = int_tuple(c, "stride", nd, kernel)
+    padding = int_tuple(c, "padding", nd, 0)
     for k, p in zip(kernel, padding):
         if k <= 0 or p > k // 2:
             raise c.error(f"{c.op}: padding must be at most half the kernel size (kernel {kernel}, padding {padding})")
@@ -162,8 +162,8 @@ def _norm_emit(e: EmitCtx) -> str:
     last = e.dim(e.node.inputs[0].type.shape[-1])
     eps = e.lit(float(e.attrs.get("eps", 1e-5)))
     if e.node.op == "layernorm":
-        return f"F.layer_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {_opt(e, 2)}, {eps})"
-    return f"F.rms_norm({e.ins[0]}, ({last},), {_opt(e, 1)}, {eps})"
+        return f"F.layer_norm({e.ins[0]}, ({last},), {opt_input(e, 1)}, {opt_input(e, 2)}, {eps})"
+    return f"F.rms_norm({e.ins[0]}, ({last},), {opt_input(e, 1)}, {eps})"
 
 
 def _norm_infer(c: InferCtx) -> TensorType:
@@ -175,7 +175,7 @@ def _norm_infer(c: InferCtx) -> TensorType:
         raise c.error(f"{c.op}: too many inputs")
     same_dtype(c)
     for i in range(1, len(c.types)):
-        _expect_shape(c, i, (x.shape[-1],), "the weight" if i == 1 else "the bias")
+        expect_shape(c, i, (x.shape[-1],), "the weight" if i == 1 else "the bias")
     return x
 
 
@@ -185,7 +185,7 @@ for _n in ("layernorm", "rmsnorm"):
 
 def _bn_emit(e: EmitCtx) -> str:
     x, w, b, rm, rv = e.ins[:5]
-    nbt = _opt(e, 5)
+    nbt = opt_input(e, 5)
     return (f"rt.batch_norm({x}, {rm}, {rv}, {w}, {b}, {nbt}, self.training, "
             f"{e.lit(float(e.attrs.get('momentum', 0.1)))}, {e.lit(float(e.attrs.get('eps', 1e-5)))})")
 
@@ -199,36 +199,5 @@ def _batchnorm(c: InferCtx) -> TensorType:
         raise c.error("batchnorm takes x, weight, bias, running_mean, running_var (, num_batches_tracked)")
     same_dtype(c, 0, 1, 2, 3, 4)
     for i, what in enumerate(("the weight", "the bias", "running_mean", "running_var"), 1):
-        _expect_shape(c, i, (x.shape[1],), what)
+        expect_shape(c, i, (x.shape[1],), what)
     return x
-
-
-# ------------------------------------------------------------------------------------- attention
-def _attn_emit(e: EmitCtx) -> str:
-    p = float(e.attrs.get("dropout", 0.0))
-    drop = f"({e.lit(p)} if self.training else 0.0)" if p > 0 else "0.0"
-    scale = e.attrs.get("scale")
-    return (f"F.scaled_dot_product_attention({e.ins[0]}, {e.ins[1]}, {e.ins[2]}, dropout_p={drop}, "
-            f"is_causal={e.lit(bool(e.attrs.get('causal', False)))}, "
-            f"scale={e.lit(None if scale is None else float(scale))})")
-
-
-@op("attention", emit=_attn_emit)
-def _attention(c: InferCtx) -> TensorType:
-    """softmax(q k^T * scale [+ causal mask]) v: q [..., Tq, E], k [..., Tk, E], v [..., Tk, Ev] -> [..., Tq, Ev].
-    attrs: causal (bool; the mask is aligned top-left), scale (None: 1/sqrt(E)), dropout (p while training)."""
-    q, k, v = c.types
-    dtype = same_dtype(c)
-    c.expect_float(0)
-    for i in range(3):
-        c.expect_rank(i, 2, 3, 4, 5, what=("query", "key", "value")[i])
-    if not (q.rank == k.rank == v.rank) or not all(D.equal(a, b) and D.equal(a, d) for a, b, d in
-                                                 zip(q.shape[:-2], k.shape[:-2], v.shape[:-2])):
-        raise c.error(f"attention: batch dims of q, k, v must match: {c.describe(0)}, {c.describe(1)}, "
-                      f"{c.describe(2)}")
-    if not D.equal(q.shape[-1], k.shape[-1]):
-        raise c.error(f"attention: q and k must have the same last dim, got {c.describe(0)} and {c.describe(1)}")
-    if not D.equal(k.shape[-2], v.shape[-2]):
-        raise c.error(f"attention: k and v must have the same length (dim -2), got {c.describe(1)} and "
-                      f"{c.describe(2)}")
-    return TensorType(list(q.shape[:-1]) + [v.shape[-1]], dtype)

@@ -65,7 +65,7 @@ op("log_softmax", emit=lambda e: f"torch.log_softmax({e.ins[0]}, dim={e.lit(e.at
 _REDUCE = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}
 
 
-def _reduce_axes(c: InferCtx) -> list[int]:
+def reduce_axes(c: InferCtx) -> list[int]:
     t = c.types[0]
     dims = c.attrs.get("dims")
     if dims is None:
@@ -82,7 +82,7 @@ def _reduce_infer(c: InferCtx) -> TensorType:
     t = c.types[0]
     if c.op == "mean":
         c.expect_float(0)
-    axes = _reduce_axes(c)
+    axes = reduce_axes(c)
     keep = bool(c.attrs.get("keepdim", False))
     shape = [1 if i in axes else n for i, n in enumerate(t.shape)] if keep else \
         [n for i, n in enumerate(t.shape) if i not in axes]
@@ -93,7 +93,7 @@ def _reduce_infer(c: InferCtx) -> TensorType:
 def _reduce_emit(e: EmitCtx) -> str:
     t = e.node.inputs[0].type
     c = InferCtx(e.node.op, [t], e.attrs)
-    axes = _reduce_axes(c)
+    axes = reduce_axes(c)
     keep = bool(e.attrs.get("keepdim", False))
     fn = _REDUCE[e.node.op]
     if not axes:

@@ -80,9 +80,12 @@ class InferCtx:
         return t
 
     def expect_float(self, i: int) -> TensorType:
+        """Input i must be floating-point; the message says the dtype is the problem and how to cast."""
         t = self.types[i]
         if not t.is_float:
-            raise self.type_error(f"{self.op} expects a floating-point tensor, got {self.describe(i)}")
+            name = self.names[i] if i < len(self.names) and self.names[i] else "x"
+            raise self.type_error(f"{self.op} expects a floating-point input, got {self.describe(i)}",
+                                  f"cast({name}, \"f32\") first")
         return t
 
     def axis(self, axis: int, rank: int) -> int:
@@ -111,7 +114,8 @@ class InferCtx:
 
 
 # the strings an emit may write as literals (op keywords); any other string goes through K
-ALLOWED_STRINGS = {"none", "tanh", "relu", "lstm", "gru", "rnn_tanh", "rnn_relu", "inf", "-inf", "nan"}
+ALLOWED_STRINGS = {"none", "tanh", "relu", "lstm", "gru", "rnn_tanh", "rnn_relu", "inf", "-inf", "nan", "nearest",
+                   "linear", "bilinear"}
 
 
 @dataclass

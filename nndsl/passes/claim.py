@@ -2,9 +2,9 @@
 
 attention -> flash_attention, layernorm -> layernorm_kernel, rmsnorm -> rmsnorm_kernel,
 softmax -> softmax_kernel, log_softmax -> log_softmax_kernel. Each guard mirrors the checks of
-the kernel's launcher (``kernels/*.py``): attention takes [B, H, T, E] with E in 16..256 and v
-shaped like k; the row-wise kernels work over the last axis; every kernel takes f32, f16 or
-bf16, not f64. What fails a guard stays a stdlib op (PyTorch runs it) and the reason goes to
+the kernel's launcher (``kernels/*.py``): attention takes [B, H, T, E] with E in 16..256, v
+shaped like k, as many heads in q as in k and no explicit mask; the row-wise kernels work over the
+last axis; every kernel takes f32, f16 or bf16, not f64. What fails a guard stays a stdlib op (PyTorch runs it) and the reason goes to
 ``graph.fusion_log``. Runs after ``fuse_epilogues`` (and ``raise``), before the final ``dce``.
 """
 from __future__ import annotations
@@ -29,7 +29,12 @@ def _claim(ed, m, op: str):
 
 
 def _attention(ed, m):
-    q, k, v = m.root.inputs
+    q, k, v = m.root.inputs[:3]
+    if len(m.root.inputs) > 3:
+        return Reject("an explicit mask (the kernel takes none, or the causal one)")
+    if q.type.rank >= 3 and not D.equal(q.type.shape[-3], k.type.shape[-3]):
+        return Reject(f"grouped-query attention: q has {D.dim_str(q.type.shape[-3])} heads, k and v "
+                      f"{D.dim_str(k.type.shape[-3])}")
     bad = _dtype_reason(q.type.dtype)
     if bad:
         return bad
@@ -67,8 +72,8 @@ def _rowwise(kernel: str):
 
 
 RULES = [
-    # attention -> flash attention kernel ([B, H, T, E], E in 16..256, f32/f16/bf16)
-    Rule("flash attention", O.attention(V(), V(), V()), _attention),
+    # attention -> flash attention kernel ([B, H, T, E], E in 16..256, f32/f16/bf16; no mask, equal heads)
+    Rule("flash attention", O.attention(V(), V(), V(), V(optional=True)), _attention),
     # layernorm / rmsnorm over the last axis -> the row-wise norm kernels
     Rule("layernorm kernel", O.layernorm(V(), V(optional=True), V(optional=True)), _rowwise("layernorm_kernel")),
     Rule("rmsnorm kernel", O.rmsnorm(V(), V(optional=True)), _rowwise("rmsnorm_kernel")),

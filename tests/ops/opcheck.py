@@ -195,3 +195,48 @@ def check(specs: dict[str, str], build, ref, sizes: dict[str, int], tol: float =
     for g_, w_ in zip(got, want):
         close(g_, w_, tol)
     return got, xs, params
+
+
+def check_grad(specs: dict[str, str], build, ref, sizes: dict[str, int], tol: float = 1e-10,
+               inputs: Optional[list] = None) -> None:
+    """``check`` plus gradients: the outputs, then the gradient of ``sum(out * w)`` (w random) with
+    respect to every floating-point input and parameter, each against the reference's."""
+    b, vals = new(**specs)
+    out = build(b, *vals)
+    b.graph.outputs = list(out) if isinstance(out, tuple) else [out]
+    xs = inputs if inputs is not None else [rand_input(v.type, sizes) for v in vals]
+    params = make_params(b.graph)
+
+    def leaves(ts):
+        return [t.detach().clone().requires_grad_(t.dtype.is_floating_point) for t in ts]
+
+    gx, rx = leaves(xs), leaves(xs)
+    names = list(params)
+    gp = dict(zip(names, leaves(params.values())))
+    rp = dict(zip(names, leaves(params.values())))
+    got = run(b.graph, gx, sizes, gp)
+    want = ref(*rx, P=rp)
+    want = list(want) if isinstance(want, (tuple, list)) else [want]
+    assert len(got) == len(want), f"{len(got)} outputs, reference has {len(want)}"
+    weights = []
+    for g_, w_ in zip(got, want):
+        close(g_, w_, tol)
+        weights.append(torch.randn(w_.shape, dtype=w_.dtype) if w_.dtype.is_floating_point else None)
+    flt = [(g_, w_, c) for g_, w_, c in zip(got, want, weights) if c is not None]
+    assert flt, "no floating-point output to differentiate"
+    sum((g_ * c).sum() for g_, _, c in flt).backward()
+    sum((w_ * c).sum() for _, w_, c in flt).backward()
+    pairs = [(f"input {i}", a, r) for i, (a, r) in enumerate(zip(gx, rx))] + \
+        [(f"param {n}", gp[n], rp[n]) for n in names]
+    checked = 0
+    for what, a, r in pairs:
+        if not a.requires_grad:
+            continue
+        assert (a.grad is None) == (r.grad is None), f"{what}: gradient present in one run only"
+        if r.grad is not None:
+            try:
+                close(a.grad, r.grad, tol)
+            except AssertionError as err:
+                raise AssertionError(f"gradient of {what}: {err}") from None
+            checked += 1
+    assert checked, "no gradient was compared"

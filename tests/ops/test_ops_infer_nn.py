@@ -69,7 +69,8 @@ def test_attention():
     assert shape("attention", ["f32[B, H, T, 8]", "f32[B, H, S, 8]", "f32[B, H, S, 5]"]) == "f32[B, H, T, 5]"
     assert "same last dim" in fails("attention", ["f32[B, T, 8]", "f32[B, T, 4]", "f32[B, T, 8]"])
     assert "same length" in fails("attention", ["f32[B, T, 8]", "f32[B, T, 8]", "f32[B, 3, 8]"])
-    assert "batch dims" in fails("attention", ["f32[B, 2, T, 8]", "f32[B, 3, T, 8]", "f32[B, 3, T, 8]"])
+    assert "batch dims" in fails("attention", ["f32[2, 3, T, 8]", "f32[4, 3, T, 8]", "f32[4, 3, T, 8]"])
+    assert "k/v heads that divide q's" in fails("attention", ["f32[B, 2, T, 8]", "f32[B, 3, T, 8]", "f32[B, 3, T, 8]"])
 
 
 @pytest.mark.parametrize("mode,bi,layers", [("lstm", False, 1), ("gru", True, 2), ("rnn", True, 1)])
@@ -129,14 +130,14 @@ def test_builtin_argument_errors():
     with pytest.raises(NndslShapeError, match="groups=4 must divide"):
         call(b, "conv1d", x, 4, 3, groups=4)
     with pytest.raises(NndslTypeError, match="'dim' must be none, an int or a list"):
-        call(b, "max", x, x)
+        call(b, "max", x, 1.5)
     with pytest.raises(NndslTypeError, match="dropout: p must be in"):
         call(b, "dropout", x, 2.0)
 
 
 def test_linear_on_an_index_tensor_says_float():
     msg = fails("linear", ["i64[B, T]", "f32[7, 5]"], names=["idx", None], kind=NndslTypeError)
-    assert msg == "linear expects a floating-point tensor, got idx: i64[B, T]"
+    assert msg == "linear expects a floating-point input, got idx: i64[B, T]"
 
 
 def test_every_op_and_builtin_is_documented():
