@@ -12,6 +12,8 @@ table ``K`` and ``kern`` (``nndsl.kernels``, bound only when used).
 """
 from __future__ import annotations
 
+import copy
+
 import itertools
 import linecache
 from typing import Any, Optional
@@ -99,8 +101,23 @@ def _generate(graphs: dict[str, Graph], base: Graph) -> dict[str, Forward]:
     for name, g in graphs.items():
         if list(g.params) != list(base.params):  # the passes keep every parameter, in order
             g.params = dict(base.params)
+        if name == "torch":
+            g = _unfuse_generated(g)
         out[name] = generate_forward(g, name)
     return out
+
+
+def _unfuse_generated(g: Graph) -> Graph:
+    """The PyTorch backend runs the ops a generated kernel covers, not the kernel (a graph from the
+    Triton pipeline lowered here — in tests — draws dropout masks from torch's RNG like the original)."""
+    if not any(n.op == "generated" for n in g.nodes):
+        return g
+    from ..passes.rewrite import unfuse
+
+    g = copy.deepcopy(g)
+    for n in [n for n in g.nodes if n.op == "generated"]:
+        unfuse(g, n)
+    return g
 
 
 def lower_backends(graphs: dict[str, Graph], meta: Optional[dict] = None, *, output_is_probs: bool,

@@ -17,7 +17,7 @@ def _run(*args):
 def test_dump_after_one_pass():
     before = _run("--dump-ir=cse")
     assert before.exit_code == 0, before.output
-    assert before.output.startswith("// after cse (pass 3 of 8)\ngraph GPT(")
+    assert before.output.startswith("// after cse (pass 3 of 9)\ngraph GPT(")
     assert " attention(" in before.output and "flash_attention" not in before.output
     after = _run("--dump-ir=claim")
     assert after.exit_code == 0, after.output
@@ -30,7 +30,7 @@ def test_dump_names_every_run_of_a_pass_and_rejects_unknown_ones():
     assert out.exit_code == 0 and out.output.count("// after dce") == 2
     bad = _run("--dump-ir=fusion")
     assert bad.exit_code == 2
-    assert "'fusion' is not a pass of the triton pipeline (dce, canonicalize, cse, raise, fuse_epilogues, fuse_loss, claim, dce)" \
+    assert "'fusion' is not a pass of the triton pipeline (dce, canonicalize, cse, raise, fuse_epilogues, fuse_loss, claim, group, dce)" \
         in bad.output
 
 

@@ -91,9 +91,9 @@ GRAD: dict[str, Callable[[Builder, KNode, KNode], tuple]] = {
     "abs": lambda b, n, g: (b.mul(g, b.f("sign", n.args[0])),),
     "sign": lambda b, n, g: (None,),
     "where": lambda b, n, g: (None, _where0(b, n.args[0], g), b.f("where", n.args[0], b.const(0.0), g)),
-    "gt": lambda b, n, g: (None, None),
-    "ge": lambda b, n, g: (None, None),
-    "eq": lambda b, n, g: (None, None),
+    "sin": lambda b, n, g: (b.mul(g, b.f("cos", n.args[0])),),
+    "cos": lambda b, n, g: (b.neg(b.mul(g, b.f("sin", n.args[0]))),),
+    **{cmp: (lambda b, n, g: (None, None)) for cmp in ("gt", "ge", "lt", "le", "eq", "ne")},
     "rsum": lambda b, n, g: (g,),
     "rmax": _rmax_rows,
 }

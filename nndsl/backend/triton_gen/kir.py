@@ -40,12 +40,13 @@ PRIMS: dict[str, int] = {
     "cast": 1,        # arg: a dtype name: round to it, compute on
     # functions
     "exp": 1, "log": 1, "sqrt": 1, "rsqrt": 1, "sigmoid": 1, "tanh": 1, "erf": 1, "abs": 1, "sign": 1,
+    "sin": 1, "cos": 1,
     # comparisons (bool values) and selection
-    "gt": 2, "ge": 2, "eq": 2, "where": 3,
+    "gt": 2, "ge": 2, "lt": 2, "le": 2, "eq": 2, "ne": 2, "where": 3,
     # reductions over the last axis: full -> row
     "rsum": 1, "rmax": 1,
 }
-BOOL_OPS = ("gt", "ge", "eq")
+BOOL_OPS = ("gt", "ge", "lt", "le", "eq", "ne")
 REDUCTIONS = ("rsum", "rmax")
 LEAVES = tuple(op for op, n in PRIMS.items() if n == 0)
 
@@ -125,6 +126,11 @@ def _is(n: KNode, v: float) -> bool:
 
 def _hashable(arg: Any) -> Any:
     return tuple(arg) if isinstance(arg, list) else arg
+
+
+def is_bool(n: KNode, spec: "KernelSpec") -> bool:
+    """A bool value: a comparison, or the load of a bool input."""
+    return n.op in BOOL_OPS or (n.op == "load" and spec.inputs[n.arg].dtype == "bool")
 
 
 def topo(outputs) -> list[KNode]:

@@ -86,6 +86,66 @@ def _scalar_op(form: Callable[[Builder, KNode, KNode], KNode]):
     return lambda c, x, a: form(c.b, x, c.scalar(a["value"]))
 
 
+def _cmp(op: str):
+    """A comparison of two tensors, or of a tensor with the number attr ``value``."""
+    def row(c: Ctx, x: KNode, *rest):
+        *other, a = rest
+        y = other[0] if other else c.scalar(a["value"])
+        return c.b.f(op, x, y)
+    return row
+
+
+def _where(c: Ctx, cond: KNode, *rest) -> KNode:
+    *tensors, a = rest
+    it = iter(tensors)
+    branches = [next(it) if a.get(k) is None else c.scalar(a[k]) for k in ("a", "b")]
+    return c.b.f("where", cond, *branches)
+
+
+def _clamp(c: Ctx, x: KNode, a: dict) -> KNode:
+    b = c.b
+    if a.get("min") is not None:
+        lo = c.scalar(a["min"])
+        x = b.f("where", b.f("lt", x, lo), lo, x)
+    if a.get("max") is not None:
+        hi = c.scalar(a["max"])
+        x = b.f("where", b.f("gt", x, hi), hi, x)
+    return x
+
+
+def _leaky_relu(c: Ctx, x: KNode, a: dict) -> KNode:
+    b = c.b
+    return b.f("where", b.f("gt", x, b.const(0.0)), x, b.mul(x, b.const(float(a.get("slope", 0.01)))))
+
+
+def _elu(c: Ctx, x: KNode, a: dict) -> KNode:
+    b = c.b
+    neg = b.mul(b.const(float(a.get("alpha", 1.0))), b.sub(b.f("exp", x), b.const(1.0)))
+    return b.f("where", b.f("gt", x, b.const(0.0)), x, neg)
+
+
+def _softplus(c: Ctx, x: KNode, a: dict) -> KNode:
+    b = c.b
+    beta, thr = b.const(float(a.get("beta", 1.0))), b.const(float(a.get("threshold", 20.0)))
+    bx = b.mul(x, beta)
+    soft = b.div(b.f("log", b.add(b.const(1.0), b.f("exp", bx))), beta)
+    return b.f("where", b.f("gt", bx, thr), x, soft)
+
+
+def _hardswish(c: Ctx, x: KNode, a: dict) -> KNode:
+    b = c.b
+    r6 = b.f("where", b.f("lt", x, b.const(-3.0)), b.const(0.0),
+             b.f("where", b.f("le", x, b.const(3.0)), b.add(x, b.const(3.0)), b.const(6.0)))
+    return b.div(b.mul(x, r6), b.const(6.0))
+
+
+def _var(c: Ctx, x: KNode, a: dict) -> KNode:
+    b = c.b
+    n = b.node("ncols", row=True)
+    d = b.sub(x, b.div(b.f("rsum", x), n))
+    return b.div(b.f("rsum", b.mul(d, d)), b.sub(n, b.const(float(a.get("correction", 1)))))
+
+
 # stdlib op -> how a generated kernel computes it: (ctx, operand kernel values..., attrs) -> value
 LOWER: dict[str, Callable[..., KNode]] = {
     "add": lambda c, x, y, a: c.b.add(x, y),
@@ -113,6 +173,15 @@ LOWER: dict[str, Callable[..., KNode]] = {
     "rsqrt": lambda c, x, a: c.b.f("rsqrt", x),
     "abs": lambda c, x, a: c.b.f("abs", x),
     "gelu": _gelu,
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "softplus": _softplus,
+    "hardswish": _hardswish,
+    "sin": lambda c, x, a: c.b.f("sin", x),
+    "cos": lambda c, x, a: c.b.f("cos", x),
+    "clamp": _clamp,
+    "where": _where,
+    **{cmp: _cmp(cmp) for cmp in ("gt", "ge", "lt", "le", "eq", "ne")},
     "cast": _cast,
     "dropout": _dropout,
     # reductions over the last axis
@@ -120,8 +189,11 @@ LOWER: dict[str, Callable[..., KNode]] = {
     "mean": _mean,
     "max": lambda c, x, a: c.b.f("rmax", x),
     "min": _min,
+    "var": _var,
+    "std": lambda c, x, a: c.b.f("sqrt", _var(c, x, a)),
 }
-REDUCE_OPS = ("sum", "mean", "max", "min")
+REDUCE_OPS = ("sum", "mean", "max", "min", "var", "std")
+COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
 
 
 # ---------------------------------------------------------------------------------- membership
@@ -141,16 +213,24 @@ def supports(node: Node) -> Optional[str]:
     """None when a generated kernel computes ``node``; else why not (for --explain)."""
     if node.op not in LOWER:
         return f"{node.op} has no generated-kernel row"
-    types = [v.type for v in node.inputs] + [v.type for v in node.outputs]
-    bad = [t for t in types if t.dtype not in FLOATS]
+    ins, outs = [v.type.dtype for v in node.inputs], [v.type.dtype for v in node.outputs]
+    if node.op in COMPARISONS:
+        ins, outs = ins, ["f32" if d == "bool" else d for d in outs]
+    elif node.op == "where" and ins and ins[0] == "bool":
+        ins = ins[1:]
+    elif node.op == "cast" and ins and ins[0] == "bool":
+        ins = ins[1:]
+    bad = [d for d in ins + outs if d not in FLOATS]
     if bad:
-        return f"{bad[0].dtype} values"
+        return f"{bad[0]} values"
     if node.op in REDUCE_OPS and not reduces_last_axis(node):
         return f"{node.op} over an axis other than the last"
     if node.op == "cast" and node.attrs.get("dtype") not in FLOATS:
         return "cast to a non-float dtype"
-    if "value" in node.attrs:
-        v = node.attrs["value"]
+    for key in ("value", "a", "b", "min", "max"):
+        v = node.attrs.get(key)
+        if v is None or key != "value" and node.op not in ("where", "clamp"):
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float, sympy.Expr)):
             return "a scalar that is not a number"
         if not isinstance(v, sympy.Expr) and not math.isfinite(float(v)):

@@ -15,7 +15,7 @@ import torch
 
 from .kir import KernelSpec, KNode
 
-DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16, "bool": torch.bool}
 
 
 # primitive -> torch function of the operand values (and the node, for its arg)
@@ -38,9 +38,14 @@ TORCH: dict[str, Callable] = {
     "erf": lambda n, a: torch.erf(a),
     "abs": lambda n, a: torch.abs(a),
     "sign": lambda n, a: torch.sign(a),
+    "sin": lambda n, a: torch.sin(a),
+    "cos": lambda n, a: torch.cos(a),
     "gt": lambda n, a, b: a > b,
     "ge": lambda n, a, b: a >= b,
+    "lt": lambda n, a, b: a < b,
+    "le": lambda n, a, b: a <= b,
     "eq": lambda n, a, b: a == b,
+    "ne": lambda n, a, b: a != b,
     "where": lambda n, c, a, b: torch.where(c, a, b),
     "rsum": lambda n, a: a.sum(-1, keepdim=True),
     "rmax": lambda n, a: a.amax(-1, keepdim=True),
@@ -79,6 +84,7 @@ def runtime_dtypes(spec: KernelSpec, inputs: Sequence[torch.Tensor]) -> tuple[st
         t = inputs[s.src].dtype
         seen[s.dtype] = torch.promote_types(seen[s.dtype], t) if s.dtype in seen else t
     compute = "f64" if any(inputs[s.src].dtype == torch.float64 for s in spec.inputs) else "f32"
+    seen.pop("bool", None)
     return compute, [seen.get(o.dtype, DTYPES[o.dtype]) for o in spec.outputs]
 
 
@@ -97,7 +103,8 @@ def evaluate(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence
     vals: dict[int, torch.Tensor] = {}
     for n in spec.nodes():
         if n.op == "load":
-            v = slot_view(spec, n.arg, inputs[spec.inputs[n.arg].src], S).reshape(R, C).to(ct)
+            v = slot_view(spec, n.arg, inputs[spec.inputs[n.arg].src], S).reshape(R, C)
+            v = v != 0 if spec.inputs[n.arg].dtype == "bool" else v.to(ct)
             v = v[:, :1] if n.row else v
         elif n.op == "const":
             v = torch.tensor(n.arg, dtype=ct, device=dev)

@@ -29,10 +29,10 @@ import ast
 import re
 from typing import Callable
 
-from .kir import REDUCTIONS, KernelSpec, KNode
+from .kir import REDUCTIONS, KernelSpec, KNode, is_bool
 
 _TL_DTYPE = {"f32": "tl.float32", "f64": "tl.float64", "f16": "tl.float16", "bf16": "tl.bfloat16"}
-_WIDTH = {"f16": 1, "bf16": 1, "f32": 2, "f64": 3}
+_WIDTH = {"bool": 0, "f16": 1, "bf16": 1, "f32": 2, "f64": 3}
 
 
 def _num(v: float) -> str:
@@ -58,9 +58,14 @@ EXPR: dict[str, Callable] = {
     "erf": lambda n, a: f"tl.erf({a})",
     "abs": lambda n, a: f"tl.abs({a})",
     "sign": lambda n, a: f"tl.where({a} > 0.0, 1.0, tl.where({a} < 0.0, -1.0, 0.0))",
+    "sin": lambda n, a: f"tl.sin({a})",
+    "cos": lambda n, a: f"tl.cos({a})",
     "gt": lambda n, a, b: f"({a} > {b})",
     "ge": lambda n, a, b: f"({a} >= {b})",
+    "lt": lambda n, a, b: f"({a} < {b})",
+    "le": lambda n, a, b: f"({a} <= {b})",
     "eq": lambda n, a, b: f"({a} == {b})",
+    "ne": lambda n, a, b: f"({a} != {b})",
     "where": lambda n, c, a, b: f"tl.where({c}, {a}, {b})",
 }
 
@@ -112,6 +117,8 @@ class _Body:
             args = [self.val(a) for a in n.args]
             if n.op == "powc":
                 e = _powc(n, args[0])
+            elif n.op == "cast" and is_bool(n.args[0], self.w.spec):
+                e = f"{args[0]}.to({self.w.ct})"
             elif n.op == "cast":
                 e = _cast(n, args[0], self.w.compute)
             else:
@@ -144,10 +151,10 @@ class _Writer:
 
     def load(self, n: KNode) -> str:
         i = n.arg
+        conv = " != 0)" if self.spec.inputs[i].dtype == "bool" else f".to({self.ct}))"
         if n.row:
-            return f"tl.load(in{i} + base{i}[:, None], mask=rmask[:, None], other=0.0).to({self.ct})"
-        return (f"tl.load(in{i} + base{i}[:, None] + (cols64 * s{i}_c)[None, :], mask=mask, other=0.0)"
-                f".to({self.ct})")
+            return f"(tl.load(in{i} + base{i}[:, None], mask=rmask[:, None], other=0){conv}"
+        return f"(tl.load(in{i} + base{i}[:, None] + (cols64 * s{i}_c)[None, :], mask=mask, other=0){conv}"
 
     # -- pieces ---------------------------------------------------------------------------------
     def signature(self) -> list[str]:
