@@ -109,31 +109,66 @@ def _penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor:
     return total
 
 
-def _to(xy, dev: torch.device):
+def _to(batch: dict, dev: torch.device) -> dict:
     nb = dev.type == "cuda"
-    return tuple(t.to(dev, non_blocking=nb) for t in xy)
+    return {k: t.to(dev, non_blocking=nb) for k, t in batch.items()}
 
 
 def _forward(model, x):
     return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
 
+class Feed:
+    """Which field of a batch feeds each model input and each data field of the objective
+    (``data.fields``' rules), converted to the type each takes."""
+
+    def __init__(self, model, source: data.Source, cfg: TrainConfig, key: str):
+        plan = data.Plan.of_module(model, cfg.loss)
+        span, what, names = cfg.spans.get(key), f"the {'training' if key == 'data' else 'eval'} set", list(source.fields)
+        if plan is None:  # a plain torch module: x in, y for the loss
+            self.inputs, self.targets = [("x", None)], [("y", None)]
+            return
+        fields = data.input_fields([v.name for v in plan.inputs], names, span, what)
+        self.inputs = [(f, v.type) for f, v in zip(fields, plan.inputs)]
+        self.targets = [(data.target_field(v.name, names, cfg.spans.get("loss") or span, what), v.type)
+                        for v in plan.targets]
+
+    def inputs_of(self, batch: dict) -> list[torch.Tensor]:
+        return [data.adapt(batch[f], t) for f, t in self.inputs]
+
+    def targets_of(self, batch: dict) -> list[torch.Tensor]:
+        return [data.adapt(batch[f], t) for f, t in self.targets]
+
+    def scored(self, batch: dict, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """What metrics compare the first output with: ``y``, else (an autoencoder) the first input."""
+        return batch["y"] if "y" in batch else inputs[0]
+
+
+def _first(pred):
+    return pred[0] if isinstance(pred, (tuple, list)) else pred
+
+
 def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_probs: bool,
-             dev: torch.device) -> dict[str, float]:
+             dev: torch.device, objective: Optional[Callable] = None) -> dict[str, float]:
     """``cfg.metrics`` over ``source`` (all of it, or ``cfg.eval_batches`` batches), model in eval mode,
-    the forward in ``cfg.precision`` (the metrics in fp32 or wider)."""
+    the forward in ``cfg.precision`` (the metrics in fp32 or wider). The loss is the ``objective``'s
+    where the model has one (the very loss it trains on), else ``loss_fn``'s."""
     was_training = model.training
     model.eval()
     m = Metrics(cfg.metrics, loss_fn, output_is_probs)
+    feed = Feed(model, source, cfg, "eval")
     with torch.no_grad():
-        for i, xy in enumerate(data.eval_batches(source, cfg.batch, cfg.eval_batches, workers=cfg.workers,
-                                                 pin=dev.type == "cuda")):
-            x, y = _to(xy, dev)
+        for i, batch in enumerate(data.eval_batches(source, cfg.batch, cfg.eval_batches, workers=cfg.workers,
+                                                    pin=dev.type == "cuda")):
+            batch = _to(batch, dev)
+            x = feed.inputs_of(batch)
             with autocast(cfg.precision, dev):
-                pred = _forward(model, x)
+                pred = _first(_forward(model, x))
+                loss = objective(*x, *feed.targets_of(batch)) if objective is not None and "loss" in cfg.metrics \
+                    else None
             if i == 0:
                 data.check_targets(pred, source, cfg, "eval")
-            m.update(pred, y)
+            m.update(pred, feed.scored(batch, x), loss)
     model.train(was_training)
     return m.compute()
 
@@ -189,8 +224,12 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     # model, loss, optimizer, schedule
     model.to(dev).train()
     amp = Precision(cfg.precision, dev, cfg.spans.get("precision"))  # autocast, fp16 loss scaling
-    loss_fn = amp.loss(make_loss(cfg.loss, output_is_probs))
-    objective = training_objective(model, cfg.loss, output_is_probs)  # the compiled model + loss, fused
+    objective = training_objective(model, cfg.loss)  # the compiled model + loss, fused
+    loss_fn = amp.loss(make_loss(cfg.loss, output_is_probs)) if cfg.loss.name != "expression" else None
+    if objective is None and loss_fn is None:
+        raise NndslConfigError("a loss written as an expression trains a model compiled from the same file",
+                               cfg.spans.get("loss"))
+    feed = Feed(model, train_src, cfg, "data")
     opt = build_optimizer(model, cfg.optimizer)
     weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
     step_mode = cfg.mode == "steps"
@@ -224,7 +263,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         log(f"resuming from {found.path} (step {found.step})")
     if out_dir is not None:
         meta = dict(model_meta or {})
-        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs)
+        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs, data=data.record(train_src, feed.inputs))
         if isinstance(train_src, data.TextSource):
             meta["vocab"] = train_src.vocab
         save_json(out_dir / RUN, meta)
@@ -263,7 +302,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         st["samples"] += iv.n
         entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, "train_loss": iv.mean()}
         if eval_src is not None:
-            st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
+            st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective)
             entry.update(st["final"])
         else:
             st["final"] = {"train_loss": entry["train_loss"]}
@@ -289,12 +328,12 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
                 bar = tqdm(total=total if step_mode else per_epoch, initial=step if step_mode else step % per_epoch,
                            desc="train" if step_mode else f"epoch {step // per_epoch + 1}/{cfg.epochs}",
                            disable=not progress, leave=False, dynamic_ncols=True, unit="step")
-            x, y = _to(next(batches), dev)
+            batch = _to(next(batches), dev)
             lr = schedule(step)
             for g in opt.param_groups:
                 g["lr"] = lr
             with amp.autocast():  # the forward in the run's precision (the loss in fp32: amp.loss / the objective)
-                loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg,
+                loss = _loss(model, loss_fn, feed, batch, first=step == start, source=train_src, cfg=cfg,
                              objective=objective)
             total_loss = loss + _penalty(weights, cfg.l1, cfg.l2) if (cfg.l1 or cfg.l2) else loss
             opt.zero_grad(set_to_none=True)
@@ -306,7 +345,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             step += 1
             st["step"] = step
             watch.update(loss, step)
-            iv.add(loss, len(y))
+            iv.add(loss, len(next(iter(batch.values()))))
             bar.update(1)
             if step % _CHECK_EVERY == 0:
                 check_finite(step)
@@ -332,7 +371,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         if bar is not None:
             bar.close()
     if not st["final"] and eval_src is not None:
-        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev)
+        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective)
     st["seconds"] = seconds0 + time.perf_counter() - clock0
     out = results()
     if out_dir is not None:
@@ -340,23 +379,24 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     return out
 
 
-def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainConfig,
+def _loss(model, loss_fn, feed: Feed, batch: dict, *, first: bool, source: data.Source, cfg: TrainConfig,
           objective: Optional[Callable] = None) -> torch.Tensor:
-    """The training loss: through the model's compiled ``objective`` (the loss fused into the model's
-    graph; its value is ``loss_fn(model(x), y)``'s) when it has one for this loss, else forward and
-    ``loss_fn``. The first step turns a data/model mismatch into a located data error."""
+    """The training loss: through the model's compiled ``objective`` (the train section's loss built
+    into the model's graph) when it has one for this loss, else forward and ``loss_fn``. The first
+    step turns a data/model mismatch into a located data error."""
+    x = feed.inputs_of(batch)
     if objective is not None:
-        args = (*x, y) if isinstance(x, (list, tuple)) else (x, y)
         try:
-            return objective(*args)
+            return objective(*x, *feed.targets_of(batch))
         except (ValueError, TypeError) as e:  # the compiled objective's input checks
             if not first:
                 raise
             raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
+    y = batch["y"]
     if not first:
-        return loss_fn(_forward(model, x), y)
+        return loss_fn(_first(_forward(model, x)), y)
     try:
-        pred = _forward(model, x)
+        pred = _first(_forward(model, x))
     except (ValueError, TypeError) as e:  # the compiled forward's input check
         raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
     data.check_targets(pred, source, cfg, "data")
