@@ -124,6 +124,9 @@ class LossElaborator(Elaborator):
 
     def call(self, e: ast.Call, env: dict, dim: bool = False) -> Any:
         name = callee_name(e)
+        if name in self.blocks or self._is_stateful(name or ""):
+            raise NndslConfigError(f"the loss may not create parameters ({name} declares some)", e.span,
+                                   "layers belong in the model; the loss reads its outputs")
         if name not in LOSS_FUNCTIONS or isinstance(e.func, ast.Attribute):
             return super().call(e, env, dim)
         fn, optional_target, defaults = LOSS_FUNCTIONS[name]

@@ -127,7 +127,9 @@ def split_rows(n: int, split: float, part: str) -> tuple[Optional[np.ndarray], O
 
 def apply_prep(rec: dict, a) -> torch.Tensor:
     """``(a * scale - mean) / std`` as ``rec["dtype"]``: the preprocessing a field records."""
-    t = torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a).to(torch.float64)
+    if isinstance(a, np.ndarray):
+        a = np.ascontiguousarray(a) if a.flags.writeable else np.array(a)  # torch wants writable memory
+    t = torch.as_tensor(a).to(torch.float64)
     t = t * rec.get("scale", 1.0)
     if "mean" in rec:
         t = (t - torch.as_tensor(rec["mean"], dtype=torch.float64)) / torch.as_tensor(rec["std"], dtype=torch.float64)
