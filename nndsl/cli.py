@@ -247,17 +247,24 @@ def _interpreted_eval(cfg, module, dev, log):
 @_set_opt
 @_model_opt
 def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
-    """Parse and shape-check FILE, check its train section, print a summary of the model."""
+    """Parse and shape-check FILE, check its train section and its loss, check the data against the model
+    and the loss from the files' headers (nothing is loaded or trained), print a summary of the model."""
+    from .compiler import objective
     from .runtime.config import describe
+    from .runtime.data.headers import check_data
     from .runtime.evaluation import metrics_without_eval
     from .summary import summarize
 
     path = _existing(file)
     checked, train_sets = _compile(path, model, _parse_sets(sets), lower=False)
     cfg = _config(checked, path, train_sets, {}) if checked.train is not None else None
+    objective(checked)  # the loss, elaborated on the model: its errors at their line
+    fields = check_data(checked, cfg) if cfg is not None else []
     click.echo(summarize(checked.graph))
     if cfg is not None:
         click.echo(describe(cfg))
+        if fields:
+            click.echo("\n".join(fields))
         warning = metrics_without_eval(cfg)
         if warning:
             click.echo(warning, err=True)

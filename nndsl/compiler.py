@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -79,6 +79,7 @@ class Checked:
     train: Optional[ast.TrainSection]
     path: Optional[Path]
     source: str
+    names: dict[str, Any] = field(default_factory=dict)  # the model body's top-level names (the loss reads them)
 
     def summary(self) -> str:
         """The Keras-style table of layers, shapes and parameter counts (counted from the types)."""
@@ -108,12 +109,30 @@ def check(
     # text -> parse tree -> AST with source spans
     program = parse(text, file)
     # AST -> typed IR: names, blocks, repeats, hyperparameters, shapes
-    graph = elaborate(program, model, hyperparams)
+    names: dict[str, Any] = {}
+    graph = elaborate(program, model, hyperparams, names=names)
     # the IR's invariants hold
     if verify:
         verify_graph(graph)
     return Checked(program, graph.name, graph, dict(graph.hyperparams), _train_section(program, graph.name),
-                   path, text)
+                   path, text, names)
+
+
+def objective(checked: Checked):
+    """The training objective (``nndsl.objective``) of a checked model: its train section's loss
+    built on its graph. None where the section's loss does not bind (its configuration reports
+    that) or where the file declares no loss and the default (cross_entropy) does not fit."""
+    from .objective import build_objective, train_loss
+
+    loss = train_loss(checked.train, checked.graph.hyperparams)
+    if loss is None:
+        return None
+    try:
+        return build_objective(checked.program, checked.graph, checked.names, loss)
+    except NndslError:
+        if loss.span is None:  # the default loss, on a model it does not suit: train nothing by default
+            return None
+        raise
 
 
 def build(
@@ -128,7 +147,6 @@ def build(
     on a CPU they run under ``TRITON_INTERPRET=1``), or "auto" (Triton on CUDA inputs, PyTorch
     elsewhere; on a machine without CUDA only the PyTorch forward is generated)."""
     from .backend import torch_codegen
-    from .objective import build_objective, train_loss
     from .passes import run_passes
 
     # text -> AST -> typed, verified IR (see check)
@@ -138,19 +156,18 @@ def build(
     _check_memory(graph)
     # how the loss reads the output, decided before a pass may rewrite a trailing softmax
     output_is_probs = torch_codegen.ends_in_probs(graph)
-    # the training objective (model + targets + loss) as IR, where the train section's loss has an IR form
-    loss, loss_span = train_loss(checked.train, graph.hyperparams)
-    objective = build_objective(graph, loss, output_is_probs, loss_span)
+    # the training objective (model + data fields + loss) as IR: the train section's loss, elaborated
+    obj = objective(checked)
     # IR -> IR: each backend's pass pipeline, on its own copy of the graph (and of the objective)
     graphs = {b: run_passes(copy.deepcopy(graph), b, verify=verify) for b in backends_for(backend)}
-    objectives = {b: run_passes(copy.deepcopy(objective.graph), b, verify=verify) for b in graphs} \
-        if objective is not None else None
+    objectives = {b: run_passes(copy.deepcopy(obj.graph), b, verify=verify) for b in graphs} \
+        if obj is not None else None
     # IR -> nn.Module with a generated forward (and objective) per backend, one parameter tree
     meta = {"source": checked.source, "file": str(checked.path) if checked.path is not None else "<string>",
             "model": graph.name, "hyperparams": dict(graph.hyperparams)}
     try:
         module = torch_codegen.lower_backends(graphs, meta, output_is_probs=output_is_probs, backend=backend,
-                                              objectives=objectives, loss=objective.spec if objective else None)
+                                              objectives=objectives, loss=obj.spec if obj else None)
     except MemoryError:
         raise _out_of_memory(graph) from None
     except RuntimeError as e:  # torch's allocators say "can't allocate memory" / "out of memory"
@@ -244,11 +261,16 @@ def load(run_dir: Union[str, Path], map_location: str = "cpu", which: str = "lat
          backend: str = "auto") -> torch.nn.Module:
     """The trained model of an ``nndsl run``: recompiled from its recorded source, weights loaded.
 
+    The module comes in eval mode (dropout off, batchnorm's running statistics used and kept), with
+    the data's recorded preprocessing: ``module.predict(raw, ...)`` runs it on raw inputs (pixels,
+    samples, a string of text) as the training data were prepared; ``module.preprocess(raw, ...)``
+    gives the prepared inputs; ``module.classes`` the class names, where the data named them.
     ``which``: "latest" (the newest good checkpoint) or "best" (the best by the run's ``best`` metric).
     Everything read is validated first (run.json field by field, weights through safetensors and
     their checksums); non-finite weights are refused.
     """
     from .runtime.checkpoint import load_weights
+    from .runtime.data.record import attach
     from .runtime.rundir import read_meta
 
     run_dir = Path(run_dir)
@@ -262,4 +284,6 @@ def load(run_dir: Union[str, Path], map_location: str = "cpu", which: str = "lat
         raise NndslDataError(f"the weights in {where} do not fit the model recorded in {run_dir / 'run.json'}: "
                              f"{str(e).strip().splitlines()[0]}") from None
     module.nndsl_meta.update({k: v for k, v in meta.items() if k != "source"})
-    return module.to(map_location)
+    # the data's recorded preprocessing, applied by module.preprocess / module.predict on raw inputs
+    attach(module, meta.get("data"), str(run_dir / "run.json"))
+    return module.to(map_location).eval()

@@ -27,8 +27,11 @@ SCALAR_TYPES = ("int", "float", "bool", "str")
 __all__ = ["elaborate", "eval_scalar", "select_model", "bind_hyperparams"]
 
 
-def elaborate(program: ast.Program, model: Optional[str] = None, hyperparams: Optional[dict] = None) -> Graph:
-    """Build the IR graph of ``model`` (default: the first train section's model, else the first model)."""
+def elaborate(program: ast.Program, model: Optional[str] = None, hyperparams: Optional[dict] = None,
+              names: Optional[dict] = None) -> Graph:
+    """Build the IR graph of ``model`` (default: the first train section's model, else the first model).
+
+    ``names``, when given, receives the body's top-level names at its return (the loss reads them)."""
     defn = select_model(program, model)
     hp = bind_hyperparams(defn, hyperparams or {})
     g = Graph(defn.name, file=program.file)
@@ -60,6 +63,8 @@ def elaborate(program: ast.Program, model: Optional[str] = None, hyperparams: Op
     # outputs: dim names in the declared type must be hyperparameters or symbolic dims
     el.check_returns(defn, values, ret, env, can_bind=lambda n: False)
     g.outputs = list(values)
+    if names is not None:
+        names.update(env)
     return g
 
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..elab.scalar import unparse
 from ..errors import NndslConfigError, Span, did_you_mean
 from ..frontend import ast
+from ..objective import is_short_form
 from . import data as datasets
 from .precision import PRECISIONS
 
@@ -51,7 +53,8 @@ class Arg:
     positive: bool = False  # strictly > 0
 
 
-_KINDS = {int: "int", float: "float", bool: "bool", str: "str", list[int]: "ints", list[float]: "floats"}
+_KINDS = {int: "int", float: "float", bool: "bool", str: "str", list[int]: "ints", list[float]: "floats",
+          list[str]: "strs"}
 
 
 def signature_of(fn) -> list[Arg]:
@@ -105,7 +108,8 @@ class TrainConfig:
 
     data: Optional[Spec] = None  # training set: mnist(...), fashion_mnist(...), text(...), npz(...), csv(...), ...
     eval: Optional[Spec] = None  # evaluation set (same constructors); None: no evaluation
-    loss: Spec = field(default_factory=lambda: Spec("cross_entropy", {"label_smoothing": 0.0}))
+    loss: Spec = field(default_factory=lambda: Spec("cross_entropy", {"label_smoothing": 0.0}))  # a short
+    #   form (a name of LOSSES), or Spec("expression", {"text": ...}): a loss written in the language
     optimizer: Spec = field(default_factory=lambda: Spec("adam", _defaults(OPTIMIZERS["adam"])))
     schedule: Spec = field(default_factory=lambda: Spec("constant", {"warmup": 0}))
     l1: float = 0.0  # + l1 * sum|w| over weight matrices/kernels (tensors of rank >= 2) only
@@ -271,6 +275,10 @@ def check_value(a: Arg, v: Any, span: Optional[Span], what: str, hp: Optional[di
         raise NndslConfigError(f"{what}: expected {expected}, got {_describe(v)}", span, hint)
 
     kind = a.kind
+    if kind == "strs":  # field names: quoted, or bare (on=[x, y]); one name alone is a list of one
+        items = v if isinstance(v, list) else [v]
+        return [check_value(Arg(a.name, "str"), x.name if isinstance(x, Ident) else x, span, what, hp)
+                for x in items]
     if kind in ("ints", "floats"):
         items = v if isinstance(v, list) else None
         if items is None:
@@ -414,7 +422,10 @@ def train_config(
             raise NndslConfigError(f"'{entry.key}' is set twice (first on line {seen[entry.key].span.line})",
                                    _key_span(entry))
         seen[entry.key] = entry
-        _set(cfg, entry.key, ev.eval(entry.value), _span(entry.value) or entry.span, hyperparams)
+        if entry.key == "loss" and not is_short_form(entry.value):  # an expression: nndsl.objective builds it
+            cfg.loss = Spec("expression", {"text": unparse(entry.value)}, entry.value.span)
+        else:
+            _set(cfg, entry.key, ev.eval(entry.value), _span(entry.value) or entry.span, hyperparams)
         cfg.spans[entry.key] = entry.span
     if cfg.epochs is not None and cfg.steps is not None:
         raise NndslConfigError("set either epochs or steps, not both", seen["steps"].span,
@@ -454,7 +465,8 @@ def _key_span(entry: ast.TrainEntry) -> Span:
 def describe(cfg: TrainConfig) -> str:
     """One paragraph for ``nndsl check`` and the start of ``nndsl run``."""
     length = f"{cfg.steps} steps" if cfg.mode == "steps" else f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
-    lines = [f"train: {length}, batch {cfg.batch}, {cfg.optimizer}, loss {cfg.loss.name}, schedule {cfg.schedule}"]
+    loss = cfg.loss.kwargs["text"] if cfg.loss.name == "expression" else cfg.loss.name
+    lines = [f"train: {length}, batch {cfg.batch}, {cfg.optimizer}, loss {loss}, schedule {cfg.schedule}"]
     lines.append(f"  data {cfg.data if cfg.data else '(none)'}")
     if cfg.eval:
         lines.append(f"  eval {cfg.eval}; metrics {', '.join(cfg.metrics)}")

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -52,25 +52,34 @@ def eval_interval(cfg: TrainConfig, total: int, per_epoch: int, eval_size: Optio
 
 
 def evaluate(model, source: data.Source, cfg: TrainConfig, loss_fn, output_is_probs: bool,
-             dev: torch.device, *, limit: Optional[int] = None, progress: bool = False) -> dict[str, float]:
+             dev: torch.device, objective: Optional[Callable] = None, *, limit: Optional[int] = None,
+             progress: bool = False) -> dict[str, float]:
     """``cfg.metrics`` as ``val_<metric>`` over ``source`` (all of it, or ``limit`` batches), model in
-    eval mode, the forward in ``cfg.precision`` (the metrics in fp32 or wider), with a progress bar."""
+    eval mode, the forward in ``cfg.precision`` (the metrics in fp32 or wider), with a progress bar.
+    The loss is the ``objective``'s where the model has one (the very loss it trains on), else
+    ``loss_fn``'s."""
+    from .feed import Feed, first, forward, to_device
+
     was_training = model.training
     model.eval()
     m = Metrics(cfg.metrics, loss_fn, output_is_probs)
+    feed = Feed(model, source, cfg, "eval")
     batches = limit if limit is not None else data.batches_per_epoch(len(source), cfg.batch)
     bar = tqdm(total=batches, desc="eval" if limit is None else f"eval ({limit} batches)", unit="batch",
                disable=not progress, leave=False, dynamic_ncols=True)
     try:
         with torch.no_grad():
-            for i, xy in enumerate(data.eval_batches(source, cfg.batch, limit, workers=cfg.workers,
-                                                     pin=dev.type == "cuda")):
-                x, y = (t.to(dev, non_blocking=dev.type == "cuda") for t in xy)
+            for i, batch in enumerate(data.eval_batches(source, cfg.batch, limit, workers=cfg.workers,
+                                                        pin=dev.type == "cuda")):
+                batch = to_device(batch, dev)
+                x = feed.inputs_of(batch)
                 with autocast(cfg.precision, dev):
-                    pred = model(*x) if isinstance(x, (list, tuple)) else model(x)
+                    pred = first(forward(model, x))
+                    loss = objective(*x, *feed.targets_of(batch)) \
+                        if objective is not None and "loss" in cfg.metrics else None
                 if i == 0:
                     data.check_targets(pred, source, cfg, "eval")
-                m.update(pred, y)
+                m.update(pred, feed.scored(batch, x), loss)
                 bar.update(1)
     finally:
         bar.close()

@@ -33,6 +33,7 @@ from . import data
 from .config import Spec, TrainConfig
 from .losses import make_loss
 from .evaluation import TRAIN_LOSS, eval_interval, evaluate, metrics_without_eval
+from .feed import Feed, first as _first, forward as _forward, to_device as _to
 from .metrics import fmt
 from .precision import Precision
 from .progress import Interval, LossWatch, describe_nonfinite
@@ -110,15 +111,6 @@ def _penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor:
     return total
 
 
-def _to(xy, dev: torch.device):
-    nb = dev.type == "cuda"
-    return tuple(t.to(dev, non_blocking=nb) for t in xy)
-
-
-def _forward(model, x):
-    return model(*x) if isinstance(x, (list, tuple)) else model(x)
-
-
 def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, RunDir] = None, *,
         device: Optional[str] = None, resume: bool = False, overwrite: bool = False, output_is_probs: bool = False,
         progress: bool = True, model_meta: Optional[dict] = None, backend: Optional[str] = None,
@@ -176,8 +168,12 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     # model, loss, optimizer, schedule
     model.to(dev).train()
     amp = Precision(cfg.precision, dev, cfg.spans.get("precision"))  # autocast, fp16 loss scaling
-    loss_fn = amp.loss(make_loss(cfg.loss, output_is_probs))
-    objective = training_objective(model, cfg.loss, output_is_probs)  # the compiled model + loss, fused
+    objective = training_objective(model, cfg.loss)  # the compiled model + loss, fused
+    loss_fn = amp.loss(make_loss(cfg.loss, output_is_probs)) if cfg.loss.name != "expression" else None
+    if objective is None and loss_fn is None:
+        raise NndslConfigError("a loss written as an expression trains a model compiled from the same file",
+                               cfg.spans.get("loss"))
+    feed = Feed(model, train_src, cfg, "data")
     opt = build_optimizer(model, cfg.optimizer)
     weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
     step_mode = cfg.mode == "steps"
@@ -211,7 +207,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         log(f"resuming from {found.path} (step {found.step})")
     if out_dir is not None:
         meta = dict(model_meta or {})
-        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs)
+        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs, data=data.record(train_src, feed.inputs))
         if isinstance(train_src, data.TextSource):
             meta["vocab"] = train_src.vocab
         save_json(out_dir / RUN, meta)
@@ -251,7 +247,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         st["final"] = {TRAIN_LOSS: iv.mean()}
         if eval_src is not None:  # the final evaluation covers the whole set, intermediate ones eval_batches
             limit = None if step == total and final_whole else cfg.eval_batches
-            st["final"].update(evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, limit=limit,
+            st["final"].update(evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective, limit=limit,
                                         progress=progress))
         entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, **st["final"],
                                  "samples_per_second": iv.rate()}
@@ -276,12 +272,12 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
                 bar = tqdm(total=total if step_mode else per_epoch, initial=step if step_mode else step % per_epoch,
                            desc="train" if step_mode else f"epoch {step // per_epoch + 1}/{cfg.epochs}",
                            disable=not progress, leave=False, dynamic_ncols=True, unit="step")
-            x, y = _to(next(batches), dev)
+            batch = _to(next(batches), dev)
             lr = schedule(step)
             for g in opt.param_groups:
                 g["lr"] = lr
             with amp.autocast():  # the forward in the run's precision (the loss in fp32: amp.loss / the objective)
-                loss = _loss(model, loss_fn, x, y, first=step == start, source=train_src, cfg=cfg,
+                loss = _loss(model, loss_fn, feed, batch, first=step == start, source=train_src, cfg=cfg,
                              objective=objective)
             total_loss = loss + _penalty(weights, cfg.l1, cfg.l2) if (cfg.l1 or cfg.l2) else loss
             opt.zero_grad(set_to_none=True)
@@ -293,7 +289,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             step += 1
             st["step"] = step
             watch.update(loss, step)
-            iv.add(loss, len(y))
+            iv.add(loss, len(next(iter(batch.values()))))
             bar.update(1)
             if step % _CHECK_EVERY == 0:
                 check_finite(step)
@@ -319,7 +315,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         if bar is not None:
             bar.close()
     if not st["final"] and eval_src is not None:
-        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, progress=progress)
+        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective, progress=progress)
     st["seconds"] = seconds0 + time.perf_counter() - clock0
     out = results()
     if out_dir is not None:
@@ -327,23 +323,24 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     return out
 
 
-def _loss(model, loss_fn, x, y, *, first: bool, source: data.Source, cfg: TrainConfig,
+def _loss(model, loss_fn, feed: Feed, batch: dict, *, first: bool, source: data.Source, cfg: TrainConfig,
           objective: Optional[Callable] = None) -> torch.Tensor:
-    """The training loss: through the model's compiled ``objective`` (the loss fused into the model's
-    graph; its value is ``loss_fn(model(x), y)``'s) when it has one for this loss, else forward and
-    ``loss_fn``. The first step turns a data/model mismatch into a located data error."""
+    """The training loss: through the model's compiled ``objective`` (the train section's loss built
+    into the model's graph) when it has one for this loss, else forward and ``loss_fn``. The first
+    step turns a data/model mismatch into a located data error."""
+    x = feed.inputs_of(batch)
     if objective is not None:
-        args = (*x, y) if isinstance(x, (list, tuple)) else (x, y)
         try:
-            return objective(*args)
+            return objective(*x, *feed.targets_of(batch))
         except (ValueError, TypeError) as e:  # the compiled objective's input checks
             if not first:
                 raise
             raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
+    y = batch["y"]
     if not first:
-        return loss_fn(_forward(model, x), y)
+        return loss_fn(_first(_forward(model, x)), y)
     try:
-        pred = _forward(model, x)
+        pred = _first(_forward(model, x))
     except (ValueError, TypeError) as e:  # the compiled forward's input check
         raise NndslDataError(f"the training data do not fit the model: {e}", cfg.spans.get("data")) from None
     data.check_targets(pred, source, cfg, "data")

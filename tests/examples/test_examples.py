@@ -26,6 +26,8 @@ CASES = [
     ("gpt_shakespeare.nn", None, ["--set", "L=2", "--set", "heads=2", "--set", "D=32", "--set", "ctx=16"]),
     ("spoken_letters.nn", "SpokenLetters", []),
     ("spoken_letters.nn", "SpokenLettersConv", ["--set", "width=8"]),
+    ("autoencoder.nn", None, ["--set", "width=8"]),
+    ("mnist_two_heads.nn", None, ["--set", "hidden=16"]),
 ]
 
 

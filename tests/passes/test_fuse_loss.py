@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from pathlib import Path
+
 from nndsl.backend.torch_codegen import lower
-from nndsl.ir.types import TensorType
-from nndsl.objective import LossSpec, build_objective, objective_graph
+from nndsl.compiler import check, objective
 from nndsl.passes import PIPELINES, fuse_epilogues, fuse_loss, run_passes
 
 from .kit import EXAMPLES, apply, graph, ops, reasons
 
-CE = LossSpec.of("cross_entropy", {"label_smoothing": 0.0})
 GPT = dict(L=1, D=16, heads=1, dropout=0.0)
 HEAD = """model M(x: f32[B, T, 8], V: int = 13) -> f32[B, T, V] {
     h = relu(linear(x, 8))
@@ -20,8 +20,11 @@ HEAD = """model M(x: f32[B, T, 8], V: int = 13) -> f32[B, T, V] {
 }"""
 
 
-def _objective(src, spec=CE, model=None, **hp):
-    obj = build_objective(graph(src, model, **hp), spec, output_is_probs=False)
+def _objective(src, loss=None, model=None, **hp):
+    """The objective graph of ``src`` under ``loss`` (a loss expression; None: the file's, or cross_entropy)."""
+    if loss is not None:
+        src = src + f"\ntrain {{\n    loss = {loss}\n}}\n"
+    obj = objective(check(src if isinstance(src, Path) else src, model=model, hyperparams=hp or None))
     assert obj is not None, "no objective was built"
     return obj.graph
 
@@ -46,7 +49,7 @@ def test_gpt_head_and_loss_become_one_linear_cross_entropy():
     assert [n.op for n in g.nodes if last.inputs[1] in n.inputs] == ["linear_cross_entropy"], \
         "nothing else may read lm_head's weight (no logits computed beside the fused loss)"
     lines = {s.line for s in last.covers}
-    assert lines == {35}, f"the fused node should cover the lm_head line 35 (and the loss), got {lines}"
+    assert lines == {35, 41}, f"the fused node should cover the lm_head line 35 and the loss line 41, got {lines}"
 
 
 def test_classifier_head_with_bias_fuses_with_its_bias():
@@ -78,13 +81,8 @@ def test_bias_folded_by_fuse_epilogues_joins_the_loss():
 
 
 def test_logits_used_elsewhere_stay_materialized_and_the_reason_is_logged():
-    def ce_plus_mean_logit(b, outs, fields):  # a loss term reading the logits twice (issue 9's kind)
-        ce = b.op("cross_entropy_loss", [outs[0], fields["y"]], {"label_smoothing": 0.0})
-        return b.op("add", [ce, b.op("mean", [outs[0]], {"dims": None})])
-
-    model = graph(HEAD % "linear(h, V)")
-    g = objective_graph(model, [("y", TensorType(model.outputs[0].type.shape[:-1], "i64"))], ce_plus_mean_logit)
-    g = apply(g, fuse_loss)
+    # a loss reading the logits twice
+    g = apply(_objective(HEAD % "linear(h, V)", "cross_entropy(out, y) + mean(out)"), fuse_loss)
     assert "linear_cross_entropy" not in ops(g) and ops(g)["cross_entropy_kernel"] == 1, dict(ops(g))
     assert "the logits are used elsewhere (two users)" in reasons(g), reasons(g)
 
@@ -95,11 +93,9 @@ def test_an_activation_between_linear_and_loss_keeps_them_apart():
     assert "a tanh activation between the linear and the loss" in reasons(g), reasons(g)
 
 
-def test_a_softmax_ending_model_has_no_objective_and_softmax_blocks_the_fusion():
-    src = HEAD % "softmax(linear(h, V), dim=-1)"
-    assert build_objective(graph(src), CE, output_is_probs=True) is None
-    g = _triton(_objective(src))  # cross-entropy over softmax outputs, if someone writes it: not FLCE
-    assert "linear_cross_entropy" not in ops(g) and ops(g)["cross_entropy_kernel"] == 1, dict(ops(g))
+def test_a_softmax_ending_model_trains_on_the_logits_before_it_and_fuses():
+    g = _triton(_objective(HEAD % "softmax(linear(h, V), dim=-1)"))  # the loss reads the softmax's input
+    assert ops(g)["linear_cross_entropy"] == 1 and "softmax" not in ops(g), dict(ops(g))
 
 
 def test_fp64_logits_stay_on_pytorch():
@@ -112,7 +108,7 @@ def test_fp64_logits_stay_on_pytorch():
 
 
 def test_label_smoothing_stays_on_pytorch():
-    g = _triton(_objective(HEAD % "linear(h, V)", LossSpec.of("cross_entropy", {"label_smoothing": 0.1})))
+    g = _triton(_objective(HEAD % "linear(h, V)", "cross_entropy(label_smoothing=0.1)"))
     last = g.outputs[0].producer
     assert last.op == "cross_entropy_loss" and last.attrs["label_smoothing"] == 0.1, last.op
     assert "label smoothing 0.1 (the kernels have none)" in reasons(g), reasons(g)

@@ -22,7 +22,7 @@ def test_text_vocab_windows_and_split(tmp_path):
     cut = int(len(body) * 0.75)
     assert train.decode(train.tokens) == body[:cut] and val.decode(val.tokens) == body[cut:]
     assert len(train) == (cut - 1) // 5
-    x, y = train[torch.tensor([0, 3])]
+    x, y = train[torch.tensor([0, 3])].values()
     assert x.shape == (2, 5) and x.dtype == torch.int64
     assert train.decode(x[1]) == body[15:20] and train.decode(y[1]) == body[16:21]
 
@@ -32,8 +32,8 @@ def test_text_random_windows_are_next_char_pairs(tmp_path):
     (tmp_path / "abc.txt").write_text(body)
     src = text(str(tmp_path / "abc.txt"), context=7)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    x1, y1 = src.sample(13, g1)
-    x2, _ = src.sample(13, g2)
+    x1, y1 = src.sample(13, g1).values()
+    x2, _ = src.sample(13, g2).values()
     assert torch.equal(x1, x2), "same generator state, different windows"
     assert x1.shape == (13, 7)
     assert torch.equal(x1[:, 1:], y1[:, :-1])
@@ -148,18 +148,18 @@ def test_train_batches_from_a_later_step_continue_the_same_stream():
     first = [next(full) for _ in range(13)]  # crosses two epoch boundaries (5 batches per epoch)
     later = train_batches(src, 8, seed=1, start=6, step_mode=True)
     for i in range(6, 13):
-        x, y = next(later)
-        assert torch.equal(x, first[i][0]) and torch.equal(y, first[i][1]), f"batch {i} differs"
+        x, y = next(later).values()
+        assert torch.equal(x, first[i]["x"]) and torch.equal(y, first[i]["y"]), f"batch {i} differs"
 
 
 def test_eval_batches_whole_set_in_order_or_a_fixed_sample(tmp_path):
     src = synthetic_regression(n=23, features=2)
     whole = list(eval_batches(src, 5, None))
-    assert torch.equal(torch.cat([x for x, _ in whole]), src.x)
-    some = [x for x, _ in eval_batches(src, 5, 2)]
-    assert len(some) == 2 and all(torch.equal(a, b) for a, b in zip(some, [x for x, _ in eval_batches(src, 5, 2)]))
+    assert torch.equal(torch.cat([b["x"] for b in whole]), src.x)
+    some = [b["x"] for b in eval_batches(src, 5, 2)]
+    assert len(some) == 2 and all(torch.equal(a, b) for a, b in zip(some, [b["x"] for b in eval_batches(src, 5, 2)]))
     (tmp_path / "t.txt").write_text("abcdefghij" * 20)
     txt = text("t.txt", context=4, base_dir=tmp_path)
-    r1 = [x for x, _ in eval_batches(txt, 3, 4)]
-    r2 = [x for x, _ in eval_batches(txt, 3, 4)]
+    r1 = [b["x"] for b in eval_batches(txt, 3, 4)]
+    r2 = [b["x"] for b in eval_batches(txt, 3, 4)]
     assert len(r1) == 4 and all(torch.equal(a, b) for a, b in zip(r1, r2))

@@ -79,23 +79,25 @@ def test_label_smoothing_compiles_into_the_objective_exactly():
     assert torch.equal(m.nndsl_objective(*xs, y), ref)
 
 
-def test_no_objective_where_the_loss_has_no_ir_form():
+def test_a_probability_output_trains_on_the_logits_before_its_softmax():
     probs = build("model P(x: f32[B, 4]) -> f32[B, 3] {\n    return softmax(linear(x, 3), dim=-1)\n}\n",
                   backend="torch").module
-    assert getattr(probs, "nndsl_objective", None) is None and probs.nndsl_loss is None
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    want = torch.nn.functional.nll_loss(torch.log(probs(x).double()), y)
+    assert_close("ce on probabilities", probs.nndsl_objective(x, y).double(), want, 1e-5)
     mse = build("model R(x: f32[B, 4]) -> f32[B, 1] {\n    return linear(x, 1)\n}\ntrain {\n    loss = mse\n}\n",
                 backend="torch").module
-    assert getattr(mse, "nndsl_objective", None) is None
+    t = torch.randn(5, 1)
+    assert_close("mse", mse.nndsl_objective(x, t).double(), losses.mse(mse(x).double(), t.double()), 1e-5)
 
 
 def test_fit_uses_the_objective_only_for_the_loss_it_computes():
     m = build(GPT, hyperparams=TINY_GPT, backend="torch").module
     ce = Spec("cross_entropy", {"label_smoothing": 0.0})
-    assert training_objective(m, ce, output_is_probs=False) == m.nndsl_objective
-    assert training_objective(m, Spec("cross_entropy", {"label_smoothing": 0.2}), False) is None
-    assert training_objective(m, Spec("mse", {}), False) is None
-    assert training_objective(m, ce, output_is_probs=True) is None
-    assert training_objective(torch.nn.Linear(2, 2), ce, False) is None
+    assert training_objective(m, ce) == m.nndsl_objective
+    assert training_objective(m, Spec("cross_entropy", {"label_smoothing": 0.2})) is None
+    assert training_objective(m, Spec("mse", {})) is None
+    assert training_objective(torch.nn.Linear(2, 2), ce) is None
 
 
 # ------------------------------------------------------------------------------- triton backend

@@ -26,6 +26,9 @@ _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 # per-dataset pixel mean / std after scaling to [0, 1] (over the training images)
 _STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}
+CLASSES = {"mnist": tuple("0123456789"),
+           "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                             "Bag", "Ankle boot")}
 
 
 def read_idx(path: Path, expect_magic: Optional[int] = None) -> np.ndarray:
@@ -81,7 +84,10 @@ def load_idx_pair(kind: str, root: str, split: str, normalize: bool, base_dir: O
         mean, std = _STATS[kind]
         x.sub_(mean).div_(std)
     y = validate.labels(labels, "y", f"{kind} {split}")
-    return Source(x, y, num_classes=10)
+    prep = {"dtype": "f32", "scale": 1.0 / 255.0}
+    if normalize:
+        prep.update(mean=_STATS[kind][0], std=_STATS[kind][1])
+    return Source(x, y, num_classes=10, preprocess={"x": prep}, classes=list(CLASSES[kind]))
 
 
 def mnist(root: str = "data/mnist", split: Literal["train", "test"] = "train", normalize: bool = True, *,

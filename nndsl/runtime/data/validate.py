@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ...errors import NndslConfigError, NndslDataError, Span
-from .sources import Source, TextSource
+from .fields import FieldDesc, Plan, input_fields, target_field
+from .sources import Mapped, Source, TextSource
 
 _KIND_NAMES = {"U": "strings", "S": "byte strings", "O": "Python objects", "c": "complex numbers",
                "M": "dates", "m": "time spans", "V": "records (a structured dtype)"}
@@ -71,8 +72,8 @@ def loaded(src: Source, what: str) -> Source:
         raise NndslDataError(f"{what} has no examples", hint="check the file and the split or part chosen")
     if isinstance(src, TextSource):
         return src  # token ids, finite by construction
-    for field, t in (("x", src.x), ("y", src.y)):
-        if t.is_floating_point() and not _all_finite(t):
+    for field, t in src.fields.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not _all_finite(t):
             i = index_of(~torch.isfinite(t))
             raise NndslDataError(f"{what}: {_at(field, i)} = {t[i].item()}; the data must be finite "
                                  "(NaN and inf are missing or broken values, not something to train on)",
@@ -88,104 +89,132 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 # ----------------------------------------------------------------------------- the set against the run
+def describe_fields(src: Source) -> dict[str, FieldDesc]:
+    """What a loaded set says of each field (values included, for the range checks)."""
+    out = {}
+    for name in src.fields:
+        dtype, shape = src.field_type(name)
+        values = src.tokens if isinstance(src, TextSource) else src.fields[name]
+        out[name] = FieldDesc(dtype, shape, None if isinstance(values, Mapped) else values,
+                              getattr(src, "vocab_size", None) if isinstance(src, TextSource) else None)
+    return out
+
+
 def fits(model: torch.nn.Module, src: Source, cfg, key: str) -> None:
-    """``src`` (the ``key`` = "data" or "eval" set) fits the model's input, the loss and the metrics."""
-    graph = getattr(model, "graph", None)
-    span = cfg.spans.get(key) or getattr(getattr(cfg, key, None), "span", None)
-    if graph is None or len(getattr(graph, "inputs", ())) != 1:
+    """``src`` (the ``key`` = "data" or "eval" set) fits the model's inputs, the loss and the metrics."""
+    plan = Plan.of_module(model, cfg.loss)
+    if plan is None:
         return  # not a compiled model: check_targets runs on the first batch instead
-    _inputs(graph, src, key, span)
-    if len(graph.outputs) == 1:
-        out = graph.outputs[0].type
-        _targets(cfg, src, out, key, span, graph)
-        _metrics(cfg, src, out, key)
+    fits_plan(plan, describe_fields(src), cfg, key, getattr(model, "graph", None))
 
 
-def _inputs(graph, src: Source, key: str, span: Optional[Span]) -> None:
-    """x's dtype kind and static dims are the input's; integer ids are within every embedding table
+def fits_plan(plan: Plan, fields: dict[str, FieldDesc], cfg, key: str, model_graph=None, what: str = "") -> None:
+    """Each field a model reads (``plan``) against what is known of it (``fields``: loaded, or headers)."""
+    span = cfg.spans.get(key) or getattr(getattr(cfg, key, None), "span", None)
+    what = what or f"the {_SET[key]} set"
+    names = list(fields)
+    for v, name in zip(plan.inputs, input_fields([v.name for v in plan.inputs], names, span, what)):
+        _input(plan.graph, v, name, fields[name], key, span)
+    for v in plan.targets:
+        name = target_field(v.name, names, cfg.spans.get("loss") or span, what)
+        _target(cfg, plan.graph, v, name, fields[name], key, span)
+    graph = model_graph if model_graph is not None else plan.graph
+    if len(graph.outputs) == 1 and "y" in fields:
+        _metrics(cfg, fields["y"], graph.outputs[0].type, key)
+
+
+def _input(graph, inp, name: str, f: FieldDesc, key: str, span: Optional[Span]) -> None:
+    """A field's dtype kind and static dims are the input's; integer ids are within every embedding table
     they index."""
-    inp = graph.inputs[0]
-    x = src.tokens if isinstance(src, TextSource) else src.x
-    if inp.type.is_float != x.is_floating_point():
-        raise NndslDataError(f"the {_SET[key]} set gives x as {_dtype(x)}, but the model's input "
+    if not inp.type.is_float and f.dtype.is_floating_point:
+        raise NndslDataError(f"the {_SET[key]} set gives {name} as {_dtype(f.dtype)}, but the model's input "
                              f"'{inp.name}' is {inp.type}", span)
-    have = (src.context,) if isinstance(src, TextSource) else tuple(x.shape[1:])
-    if not _same(have, inp.type.shape[1:]):
-        raise NndslDataError(f"the {_SET[key]} data do not fit the model: x has shape {_rows(have)}, but the "
-                             f"model's input '{inp.name}' is {inp.type}", span)
+    if not _same(f.shape, inp.type.shape[1:]):
+        raise NndslDataError(f"the {_SET[key]} data do not fit the model: {name} has shape {_rows(f.shape)}, but "
+                             f"the model's input '{inp.name}' is {inp.type}", span)
     if inp.type.is_float:
         return
     tables = [(n.inputs[1].type.shape[0], _param_name(n.inputs[1])) for n in graph.nodes
               if n.op == "embedding" and n.inputs[0] is inp and isinstance(n.inputs[1].type.shape[0], int)]
-    if not tables or not x.numel():
+    if not tables:
         return
-    rows, name = min(tables)
-    if isinstance(src, TextSource):
-        if src.vocab_size > rows:
-            raise NndslDataError(f"the {_SET[key]} text has {src.vocab_size} distinct characters, but the model's "
-                                 f"vocabulary (embedding '{name}') is {rows}", span,
-                                 _vocab_hint(_hyper_name(graph, rows), src.vocab_size))
+    rows, table = min(tables)
+    if f.vocab_size is not None:
+        if f.vocab_size > rows:
+            raise NndslDataError(f"the {_SET[key]} text has {f.vocab_size} distinct characters, but the model's "
+                                 f"vocabulary (embedding '{table}') is {rows}", span,
+                                 _vocab_hint(_hyper_name(graph, rows), f.vocab_size))
+        return
+    x = f.values
+    if x is None or not x.numel():
         return
     bad = (x < 0) | (x >= rows)
     if bool(bad.any()):
         i = index_of(bad)
-        raise NndslDataError(f"the {_SET[key]} set's {_at('x', i)} = {int(x[i])}, but the embedding '{name}' "
+        raise NndslDataError(f"the {_SET[key]} set's {_at(name, i)} = {int(x[i])}, but the embedding '{table}' "
                              f"takes ids 0..{rows - 1}", span)
 
 
-def _targets(cfg, src: Source, out, key: str, span: Optional[Span], graph) -> None:
-    """The targets are what ``cfg.loss`` takes, checked against the output type ``out``."""
-    loss = cfg.loss.name
+def _target(cfg, graph, v, name: str, f: FieldDesc, key: str, span: Optional[Span]) -> None:
+    """A field the loss reads, against the type the loss gave it (``loss_terms``)."""
     at = cfg.spans.get("loss") or span
-    y = src.tokens if isinstance(src, TextSource) else src.y
-    per_example = (src.context,) if isinstance(src, TextSource) else tuple(y.shape[1:])
-    if loss == "cross_entropy":
-        if y.is_floating_point():
-            raise NndslConfigError(f"cross_entropy takes integer class labels, but the {_SET[key]} set's y is "
-                                   f"{_dtype(y)}", at, _float_label_hint(y))
-        want = out.shape[1:-1]
-        if out.rank < 2 or not _same(per_example, want):
-            raise NndslConfigError(f"cross_entropy: {_SET[key]} targets of shape {_rows(per_example)} do not fit "
+    loss = cfg.loss.name if cfg.loss.name != "expression" else "the loss"
+    ce = next((n for n in graph.nodes if n.op == "cross_entropy_loss" and n.inputs[1] is v), None)
+    y = f.values
+    if ce is not None:
+        out = ce.inputs[0].type
+        loss = "cross_entropy"
+        if f.dtype.is_floating_point:
+            raise NndslConfigError(f"cross_entropy takes integer class labels, but the {_SET[key]} set's {name} is "
+                                   f"{_dtype(f.dtype)}", at, _float_label_hint(y) if y is not None else None)
+        want = out.shape[:-1][1:]
+        if not _same(f.shape, want):
+            raise NndslConfigError(f"cross_entropy: {_SET[key]} targets {name} of shape {_rows(f.shape)} do not fit "
                                    f"the model's output {out} (expected targets {_rows(want)})", at)
-        classes = out.shape[-1]
-        if isinstance(src, TextSource):
-            if isinstance(classes, int) and src.vocab_size > classes:
-                raise NndslDataError(f"the {_SET[key]} text has {src.vocab_size} distinct characters, but the model "
-                                     f"outputs {classes} classes", span,
-                                     _vocab_hint(_hyper_name(graph, classes), src.vocab_size))
-            return
-        bad = (y < 0) | (y >= classes) if isinstance(classes, int) else y < 0
-        if bool(bad.any()):
-            i = index_of(bad)
-            expect = f"labels 0..{classes - 1} for its {classes} classes" if isinstance(classes, int) \
-                else "labels >= 0"
-            raise NndslDataError(f"the {_SET[key]} set's {_at('y', i)} = {int(y[i])}, but the model takes {expect}",
-                                 span, "binary_cross_entropy suits a single output" if classes == 1 else None)
+        _classes(graph, out.shape[-1], name, f, key, span)
         return
-    if loss in ("mse", "binary_cross_entropy"):
-        outs = out.shape[1:]
-        if all(isinstance(d, int) for d in outs) and _numel(per_example) != _numel(outs):
-            kind = "class-index targets" if not y.is_floating_point() and not per_example else "targets"
-            raise NndslConfigError(f"{loss}: {kind} of shape {_rows(per_example)} ({_dtype(y)}) do not fit the "
-                                   f"model's output {out}: one target value per output value is needed", at,
-                                   "for class labels use loss = cross_entropy" if kind != "targets" else None)
-    if loss == "binary_cross_entropy" and y.numel():
+    outs = v.type.shape[1:]
+    if all(isinstance(d, int) for d in outs) and _numel(f.shape) != _numel(outs):
+        kind = "class-index targets" if not f.dtype.is_floating_point and not f.shape else "targets"
+        raise NndslConfigError(f"{loss}: {kind} {name} of shape {_rows(f.shape)} ({_dtype(f.dtype)}) do not fit the "
+                               f"model's output {v.type}: one target value per output value is needed", at,
+                               "for class labels use loss = cross_entropy" if kind != "targets" else None)
+    if cfg.loss.name == "binary_cross_entropy" and y is not None and y.numel():
         bad = (y < 0) | (y > 1)
         if bool(bad.any()):
             i = index_of(bad)
-            raise NndslDataError(f"the {_SET[key]} set's {_at('y', i)} = {y[i].item()}, but binary_cross_entropy "
+            raise NndslDataError(f"the {_SET[key]} set's {_at(name, i)} = {y[i].item()}, but binary_cross_entropy "
                                  "takes targets in [0, 1]", span)
 
 
-def _metrics(cfg, src: Source, out, key: str) -> None:
-    """Perplexity scores integer class labels against the output's classes."""
-    y = src.tokens if isinstance(src, TextSource) else src.y
-    per_example = (src.context,) if isinstance(src, TextSource) else tuple(y.shape[1:])
+def _classes(graph, classes, name: str, f: FieldDesc, key: str, span: Optional[Span]) -> None:
+    """Class labels ``name`` index the ``classes`` of the model's output."""
+    if f.vocab_size is not None or f.classes is not None:
+        have, unit = (f.vocab_size, "distinct characters") if f.vocab_size is not None else (f.classes, "classes")
+        if isinstance(classes, int) and have > classes:
+            what = "text" if f.vocab_size is not None else "set"
+            raise NndslDataError(f"the {_SET[key]} {what} has {have} {unit}, but the model outputs {classes} classes",
+                                 span, _vocab_hint(_hyper_name(graph, classes), have) if f.vocab_size else None)
+        if f.vocab_size is not None or f.values is None:
+            return
+    y = f.values
+    if y is None or not y.numel():
+        return
+    bad = (y < 0) | (y >= classes) if isinstance(classes, int) else y < 0
+    if bool(bad.any()):
+        i = index_of(bad)
+        expect = f"labels 0..{classes - 1} for its {classes} classes" if isinstance(classes, int) else "labels >= 0"
+        raise NndslDataError(f"the {_SET[key]} set's {_at(name, i)} = {int(y[i])}, but the model takes {expect}",
+                             span, "binary_cross_entropy suits a single output" if classes == 1 else None)
+
+
+def _metrics(cfg, f: FieldDesc, out, key: str) -> None:
+    """Perplexity scores integer class labels ``y`` against the output's classes."""
     if key != "eval" or "perplexity" not in cfg.metrics:
         return
-    if y.is_floating_point() or out.rank < 2 or not _same(per_example, out.shape[1:-1]):
+    if f.dtype.is_floating_point or out.rank < 2 or not _same(f.shape, out.shape[1:-1]):
         raise NndslConfigError(f"metric 'perplexity' scores class labels {_rows(out.shape[1:-1])} against the "
-                               f"model's output {out}, but the eval set's y is {_dtype(y)}{_rows(per_example)}",
+                               f"model's output {out}, but the eval set's y is {_dtype(f.dtype)}{_rows(f.shape)}",
                                cfg.spans.get("metrics"))
 
 
@@ -247,6 +276,7 @@ def _rows(dims: tuple) -> str:
     return "[" + ", ".join(["N", *map(str, dims)]) + "]"
 
 
-def _dtype(t: torch.Tensor) -> str:
+def _dtype(t) -> str:
+    t = getattr(t, "dtype", t)
     return {torch.float32: "f32", torch.float64: "f64", torch.int64: "i64", torch.float16: "f16",
-            torch.bfloat16: "bf16", torch.int32: "i32", torch.bool: "bool"}.get(t.dtype, str(t.dtype))
+            torch.bfloat16: "bf16", torch.int32: "i32", torch.bool: "bool"}.get(t, str(t))
