@@ -108,8 +108,9 @@ class TrainConfig:
 
     data: Optional[Spec] = None  # training set: mnist(...), fashion_mnist(...), text(...), npz(...), csv(...), ...
     eval: Optional[Spec] = None  # evaluation set (same constructors); None: no evaluation
-    loss: Spec = field(default_factory=lambda: Spec("cross_entropy", {"label_smoothing": 0.0}))  # a short
-    #   form (a name of LOSSES), or Spec("expression", {"text": ...}): a loss written in the language
+    loss: Spec = field(default_factory=lambda: Spec("cross_entropy", {"label_smoothing": 0.0}))  # the
+    #   objective: a loss by name (`loss = cross_entropy`) or an expression over the model's outputs, inputs
+    #   and the data's fields (`loss = mse(out, x) + 0.1 * l1(code)`; see language.md, section 8)
     optimizer: Spec = field(default_factory=lambda: Spec("adam", _defaults(OPTIMIZERS["adam"])))
     schedule: Spec = field(default_factory=lambda: Spec("constant", {"warmup": 0}))
     l1: float = 0.0  # + l1 * sum|w| over weight matrices/kernels (tensors of rank >= 2) only

@@ -69,7 +69,7 @@ EXAMPLES = {
     ("schedule", "cosine"): "schedule = cosine(warmup=100, min_lr=1e-4)",
     ("key", "data"): 'data = mnist("data/mnist", split="train")',
     ("key", "eval"): 'eval = mnist("data/mnist", split="test")',
-    ("key", "loss"): "loss = cross_entropy",
+    ("key", "loss"): "loss = cross_entropy(out, y) + 0.01 * mean(abs(out))",
     ("key", "optimizer"): "optimizer = adamw(lr=1e-3)",
     ("key", "schedule"): "schedule = cosine(warmup=100)",
     ("key", "l1"): "l1 = 1e-5",
