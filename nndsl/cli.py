@@ -272,8 +272,9 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
 
 @main.command(name="compile")
 @_file_arg
-@click.option("--emit", type=click.Choice(["ir", "python"]), default="ir", show_default=True,
-              help="What to print: the IR after the passes, or the generated forward.")
+@click.option("--emit", type=click.Choice(["ir", "python", "triton"]), default="ir", show_default=True,
+              help="What to print: the IR after the passes, the generated forward, or the Triton source "
+                   "of the generated kernels (with the triton pipeline).")
 @click.option("--backend", type=click.Choice(["torch", "triton"]), default=None,
               help="Whose pass pipeline to run (default: torch; triton with --explain).")
 @click.option("--dump-ir", "dump_ir", default=None, metavar="PASS",
@@ -289,7 +290,7 @@ def compile_(file: Path, emit: str, backend: Optional[str], dump_ir: Optional[st
              batch: int, sets: tuple[str, ...], model: Optional[str]) -> None:
     """Compile FILE and print its IR or its generated Python forward, or explain its kernels."""
     path = _existing(file)
-    backend = backend or ("triton" if explain else "torch")
+    backend = backend or ("triton" if explain or emit == "triton" else "torch")
     compiled, train_sets = _compile(path, model, _parse_sets(sets), backend=backend)
     if explain is not None:
         from .explain import explain as explain_step, format_explanation
@@ -301,10 +302,35 @@ def compile_(file: Path, emit: str, backend: Optional[str], dump_ir: Optional[st
         _dump_ir(compiled, backend, dump_ir)
     elif emit == "python":
         click.echo(compiled.python_source.rstrip())
+    elif emit == "triton":
+        _emit_triton(compiled, backend)
     else:
         from .ir.printer import print_graph
 
         click.echo(print_graph(compiled.graph))
+
+
+def _emit_triton(compiled, backend: str) -> None:
+    """The Triton source of every generated kernel one training step runs, forward and backward."""
+    from .explain import source_lines, step_graph
+
+    if backend != "triton":
+        raise click.BadParameter("generated kernels come from the triton pipeline: use --backend triton",
+                                 param_hint="--emit triton")
+    from .backend.triton_gen import op as gen
+
+    seen: set[str] = set()
+    g = step_graph(compiled.module, "triton")
+    for n in g.nodes:
+        if n.op != "generated" or n.attrs["kernel"] in seen:
+            continue
+        seen.add(n.attrs["kernel"])
+        nlead = max([len(v.type.shape) for v in [*n.inputs, *n.outputs]] + [1]) - 1
+        for name, src in gen.sources(n.attrs["kernel"], nlead).items():
+            click.echo(f"# {name}: {' + '.join(n.attrs.get('ops', ()))}  [{source_lines(n) or '-'}]")
+            click.echo(src)
+    if not seen:
+        click.echo("# no generated kernels: every op of this model runs on a hand-written kernel or PyTorch")
 
 
 def _dump_ir(compiled, backend: str, wanted: str) -> None:

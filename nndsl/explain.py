@@ -60,6 +60,16 @@ class Missed:
 
 
 @dataclass
+class Generated:
+    """One generated kernel (``passes.group``): what it covers and how its backward runs."""
+
+    kernel: str  # the Triton function's name
+    lines: str
+    ops: str  # the IR ops it computes
+    backward: str
+
+
+@dataclass
 class Explanation:
     model: str
     backend: str
@@ -67,6 +77,7 @@ class Explanation:
     executed: bool  # False: interpreted kernels were counted, not run
     phases: dict[str, Phase]
     missed: list[Missed]
+    generated: list[Generated] = field(default_factory=list)
 
     @property
     def launches(self) -> int:
@@ -239,7 +250,26 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
     phases = {ph: Phase(fused.total(ph), plain.total(ph), rows(fused.records, g, ph),
                         dict(Counter(r.name for r in plain.records if r.phase == ph))) for ph in PHASES}
     missed = [Missed(_span_lines(n.spans), n.candidate, n.reason) for n in g.fusion_log]
-    return Explanation(compiled.model_name, backend, bound, execute, phases, missed)
+    return Explanation(compiled.model_name, backend, bound, execute, phases, missed, generated_kernels(g))
+
+
+def generated_kernels(g: Graph) -> list[Generated]:
+    """Every generated kernel of ``g``, once per distinct kernel, in graph order."""
+    from .backend.triton_gen import op as gen
+
+    out: dict[str, Generated] = {}
+    for n in g.nodes:
+        if n.op != "generated":
+            continue
+        spec = gen.spec_of(n.attrs["kernel"])
+        name = gen.kernel_name(spec)
+        lines = source_lines(n)
+        if name in out:
+            if lines and lines not in out[name].lines:
+                out[name].lines += f"; {lines}"
+            continue
+        out[name] = Generated(name, lines, " + ".join(n.attrs.get("ops", ())), gen.backward_note(spec))
+    return list(out.values())
 
 
 def step_graph(module: torch.nn.Module, backend: str) -> Graph:
@@ -271,6 +301,9 @@ def format_explanation(e: Explanation) -> str:
         out.append(f"{name:10}{p.launches:9}{p.unfused:9}{p.ratio:8.2f}")
     total_ratio = e.launches / e.unfused if e.unfused else float("nan")
     out.append(f"{'step':10}{e.launches:9}{e.unfused:9}{total_ratio:8.2f}")
+    if e.generated:
+        out += ["", "generated kernels (nndsl compile --emit triton prints their source):"]
+        out += [f"  {k.kernel}: {k.ops}  [{k.lines or '-'}]; backward: {k.backward}" for k in e.generated]
     out += ["", "fusion candidates that did not fuse:" if e.missed else "fusion candidates that did not fuse: none"]
     out += [f"  {m.lines}: {m.candidate}: {m.reason}" for m in e.missed]
     return "\n".join(out)

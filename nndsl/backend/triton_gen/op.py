@@ -59,6 +59,26 @@ def backward_of(spec: KernelSpec, present: tuple, need: tuple) -> Optional[Kerne
     return _backward_specs[k]
 
 
+def backward_note(spec: KernelSpec) -> str:
+    """How the backward of ``spec`` runs, in words (for --explain)."""
+    missing = derivatives.differentiable(spec)
+    if missing is not None:
+        return f"PyTorch autograd over the reference (no derivative row for {missing})"
+    return "a generated kernel (recomputes the forward in registers)"
+
+
+def sources(key: str, nlead: int, compute: str = "f32") -> dict[str, str]:
+    """The Triton source of kernel ``key``: the forward, and the backward for every output's
+    gradient and every input (what ``nndsl compile --emit triton`` prints)."""
+    spec = spec_of(key)
+    out = {kernel_name(spec): source.module_source(spec, kernel_name(spec), nlead, compute)}
+    need = tuple(s.dtype != "bool" for s in spec.inputs)
+    bspec = backward_of(spec, tuple(True for _ in spec.outputs), need)
+    if bspec is not None:
+        out[kernel_name(bspec)] = source.module_source(bspec, kernel_name(bspec), nlead, compute)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ launcher
 # tile sizes: (max BLOCK_C of a pointwise tile, elements per tile, max row length of ONE_PASS, looped BLOCK_C)
 BLOCKS = {"cuda": (1024, 2048, 8192, 2048), "interpreter": (32, 128, 32, 16)}
