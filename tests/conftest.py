@@ -20,12 +20,15 @@ the root conftest.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 CUDA_RUN = os.environ.get("NNDSL_TEST_CUDA", "0") == "1"
 
 os.environ.setdefault("NNDSL_TEST", "1")
+# generated kernels go to a cache of this run's own, never the user's (tests of the cache set theirs)
+os.environ.setdefault("NNDSL_CACHE_DIR", tempfile.mkdtemp(prefix="nndsl-test-cache-"))
 # Forced, not defaulted: a stray TRITON_INTERPRET=0 would make every kernel test fall back to
 # the PyTorch reference and pass without running a kernel.
 os.environ["TRITON_INTERPRET"] = "0" if CUDA_RUN else "1"

@@ -78,6 +78,27 @@ def _joins(G: _Group, n: Node, v) -> bool:
     return False
 
 
+def _broadcasts(small: tuple, big: tuple) -> bool:
+    """``small`` broadcasts to ``big`` (right-aligned, each dim equal or 1)."""
+    if len(small) > len(big):
+        return False
+    return all(D.equal(a, b) or D.equal(a, 1) for a, b in zip(reversed(small), reversed(big)))
+
+
+def _absorbs(G: _Group, n: Node, users: dict, outputs: set) -> bool:
+    """May ``n`` take in G, a pointwise group over a smaller space that broadcasts to n's (``y * 1.5``
+    with y [N] feeding ``x + ...`` over [B, T, N])? Only when nothing else reads G's values: the
+    kernel recomputes them per element of the larger space and stores none of them."""
+    if n.op in lower.REDUCE_OPS or G.reduces or any(m.op == "dropout" for m in G.members):
+        return False
+    out = _shape(n.outputs[0])
+    if _same(G.S, out) or not _broadcasts(G.S, out):
+        return False
+    inside = set(map(id, G.members)) | {id(n)}
+    return all(v.id not in outputs and all(id(u) in inside for u in users.get(v.id, ()))
+               for m in G.members for v in m.outputs)
+
+
 def _cycle(nodes: list, pos: dict, members: list) -> bool:
     """True when some path leaves ``members`` and comes back to one of them."""
     inside = set(map(id, members))
@@ -95,6 +116,8 @@ def _form_groups(g: Graph) -> list[_Group]:
     nodes = list(g.nodes)
     pos = {id(n): i for i, n in enumerate(nodes)}
     group_of: dict[int, _Group] = {}
+    users = g.users()
+    outputs = {v.id for v in g.outputs}
     for n in nodes:
         if not _candidate(n):
             continue
@@ -102,15 +125,22 @@ def _form_groups(g: Graph) -> list[_Group]:
         mine = _Group(_shape(n.inputs[0]) if red else _shape(n.outputs[0]), [n], red)
         for v in n.inputs:
             G = group_of.get(id(v.producer)) if v.producer is not None else None
-            if G is None or G is mine or not _joins(G, n, v):
+            if G is None or G is mine:
                 continue
-            if mine.members != [n] and not _same(G.S, mine.S):
+            if _joins(G, n, v):
+                space = G.S  # n joins G's space
+            elif _absorbs(G, n, users, outputs):
+                space = mine.S  # G is recomputed over n's (larger) space
+            else:
+                continue
+            if mine.members != [n] and not _same(space, mine.S):
                 continue  # n already joined a group over another space
             merged = G.members + [m for m in mine.members if m is not n] + [n]
             if _cycle(nodes, pos, merged):
                 continue
             G.members = sorted(merged, key=lambda m: pos[id(m)])
             G.reduces = G.reduces or mine.reduces
+            G.S = space
             for m in G.members:
                 group_of[id(m)] = G
             mine = G

@@ -79,7 +79,8 @@ GRAD: dict[str, Callable[[Builder, KNode, KNode], tuple]] = {
     "minimum": lambda b, n, g: _max_rows(b, n, g, False),
     "pow": _pow_rows,
     "powc": _powc_rows,
-    "cast": lambda b, n, g: (g,),
+    # the gradient of a value held in a narrow dtype is held in that dtype too (PyTorch rounds it)
+    "cast": lambda b, n, g: (b.f("cast", g, arg=n.arg),),
     "exp": lambda b, n, g: (b.mul(g, n),),
     "log": lambda b, n, g: (b.div(g, n.args[0]),),
     "sqrt": lambda b, n, g: (b.div(g, b.mul(b.const(2.0), n)),),

@@ -112,7 +112,7 @@ def kernels_run(spec: KernelSpec, tensors: Sequence[torch.Tensor]) -> bool:
         return False
     if all(t.is_cuda for t in ts):
         return True
-    wide = ("f32", "f64", "bool")
+    wide = ("f32", "f64", "bool", "f16")
     return all(t.dtype in (torch.float32, torch.float64, torch.bool) for t in ts) and \
         all(o.dtype in wide for o in spec.outputs) and \
         all(n.arg in wide for n in spec.nodes() if n.op == "cast")
