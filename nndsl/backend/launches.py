@@ -41,7 +41,7 @@ _FREE = {
     "_local_scalar_dense", "set_", "resize_", "_has_compatible_shallow_copy_type", "is_nonzero",
     "result_type", "_unsafe_view", "view", "_reshape_alias", "as_strided", "expand", "t",
     "transpose", "permute", "unsqueeze", "squeeze", "select", "slice", "split", "split_with_sizes",
-    "unbind", "chunk", "unflatten", "view_as", "expand_as", "reshape_alias", "record_stream",
+    "unbind", "chunk", "unflatten", "view_as", "expand_as", "reshape_alias", "record_stream", "promote_types",
 }
 
 

@@ -85,7 +85,7 @@ def _broadcasts(small: tuple, big: tuple) -> bool:
     return all(D.equal(a, b) or D.equal(a, 1) for a, b in zip(reversed(small), reversed(big)))
 
 
-def _absorbs(G: _Group, n: Node, users: dict, outputs: set) -> bool:
+def _absorbs(G: _Group, n: Node, mine: _Group, users: dict, outputs: set) -> bool:
     """May ``n`` take in G, a pointwise group over a smaller space that broadcasts to n's (``y * 1.5``
     with y [N] feeding ``x + ...`` over [B, T, N])? Only when nothing else reads G's values: the
     kernel recomputes them per element of the larger space and stores none of them."""
@@ -94,7 +94,7 @@ def _absorbs(G: _Group, n: Node, users: dict, outputs: set) -> bool:
     out = _shape(n.outputs[0])
     if _same(G.S, out) or not _broadcasts(G.S, out):
         return False
-    inside = set(map(id, G.members)) | {id(n)}
+    inside = set(map(id, G.members)) | set(map(id, mine.members)) | {id(n)}
     return all(v.id not in outputs and all(id(u) in inside for u in users.get(v.id, ()))
                for m in G.members for v in m.outputs)
 
@@ -129,7 +129,7 @@ def _form_groups(g: Graph) -> list[_Group]:
                 continue
             if _joins(G, n, v):
                 space = G.S  # n joins G's space
-            elif _absorbs(G, n, users, outputs):
+            elif _absorbs(G, n, mine, users, outputs):
                 space = mine.S  # G is recomputed over n's (larger) space
             else:
                 continue

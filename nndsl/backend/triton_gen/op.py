@@ -199,49 +199,84 @@ def _(key, inputs, scalars, seeds, training):
 @custom_op("nndsl::generated_backward", mutates_args=(), schema="(str key, Tensor[] inputs, Tensor?[] grads, "
            "float[] scalars, SymInt[] seeds, bool training, bool[] need) -> Tensor[]")
 def _generated_backward(key, inputs, grads, scalars, seeds, training, need):
-    return backward(spec_of(key), inputs, grads, scalars, seeds, training, need)
+    return shares(spec_of(key), inputs, grads, scalars, seeds, training, need)
 
 
 @_generated_backward.register_fake
 def _(key, inputs, grads, scalars, seeds, training, need):
-    return [x.new_empty(x.shape) if want else x.new_empty(0) for x, want in zip(inputs, need)]
+    spec = spec_of(key)
+    S = reference.iteration_shape(spec, inputs)
+    return [inputs[s.src].new_empty(_share_shape(s, S), dtype=_compute_dtype(spec, inputs))
+            if want else inputs[s.src].new_empty(0) for s, want in zip(spec.inputs, _slot_need(spec, need))]
 
 
-def backward(spec: KernelSpec, inputs, grads, scalars, seeds, training, need) -> list[torch.Tensor]:
-    """Each input's gradient (its own shape and dtype; empty where not needed)."""
+def _slot_need(spec: KernelSpec, need) -> tuple:
+    return tuple(bool(need[s.src]) and s.dtype != "bool" for s in spec.inputs)
+
+
+def _share_shape(slot, S: tuple) -> tuple:
+    """A slot's gradient share: over all of S, or one per row (S[:-1] + [1]) for a row load."""
+    if not S:
+        return ()
+    return S[:-1] + (1,) if slot.row else S
+
+
+def _compute_dtype(spec: KernelSpec, inputs) -> torch.dtype:
+    return reference.DTYPES[reference.runtime_dtypes(spec, inputs)[0]]
+
+
+def shares(spec: KernelSpec, inputs, grads, scalars, seeds, training, need) -> list[torch.Tensor]:
+    """Each input slot's gradient share over the iteration space (empty where not needed): what
+    the backward kernel writes. ``gradients`` sums them into each input's own shape."""
     present = tuple(g is not None for g in grads)
-    slot_need = tuple(bool(need[s.src]) for s in spec.inputs)
-    out = [x.new_empty(0) for x in inputs]
+    slot_need = _slot_need(spec, need)
+    S = reference.iteration_shape(spec, inputs)
+    ct = _compute_dtype(spec, inputs)
     if not any(slot_need) or not any(present):
-        return [x.new_zeros(x.shape) if want else e for x, want, e in zip(inputs, need, out)]
+        return [inputs[s.src].new_zeros(_share_shape(s, S), dtype=ct) if w else inputs[s.src].new_empty(0)
+                for s, w in zip(spec.inputs, slot_need)]
     bspec = backward_of(spec, present, slot_need)
     if bspec is None:
-        shares = _autograd_fallback(spec, inputs, grads, scalars, seeds, training, slot_need)
+        raise RuntimeError(f"generated kernel {spec.key()} has no backward kernel: its gradients come from "
+                           "autograd over the reference (op._autograd_fallback)")
+    b_inputs = list(inputs) + [g for g in grads if g is not None]
+    b_spec = _reindex(bspec, len(inputs))
+    if kernels_run(b_spec, b_inputs):
+        got = launch_at(b_spec, b_inputs, scalars, seeds, training, S)
     else:
-        S = reference.iteration_shape(spec, inputs)
-        b_inputs = list(inputs) + [g for g in grads if g is not None]
-        b_spec_inputs = _reindex(bspec, len(inputs))
-        if kernels_run(b_spec_inputs, b_inputs):
-            shares = launch_at(b_spec_inputs, b_inputs, scalars, seeds, training, S)
-        else:
-            with torch.no_grad():
-                shares = reference.evaluate(b_spec_inputs, b_inputs, scalars, seeds, training, S)
+        with torch.no_grad():
+            got = [t.contiguous() for t in reference.evaluate(b_spec, b_inputs, scalars, seeds, training, S)]
+    it = iter(got)
+    return [next(it).to(ct).reshape(_share_shape(s, S)) if w else inputs[s.src].new_empty(0)
+            for s, w in zip(spec.inputs, slot_need)]
+
+
+def gradients(spec: KernelSpec, inputs, slot_shares, need) -> list[Optional[torch.Tensor]]:
+    """Each input's gradient in its own shape and dtype: its slots' shares, summed over the axes the
+    input was broadcast along (one reduction per broadcast input; none for a full-size one)."""
     total: dict[int, torch.Tensor] = {}
-    it = iter(shares)
-    for s, want in zip(spec.inputs, slot_need):
+    for s, g, want in zip(spec.inputs, slot_shares, _slot_need(spec, need)):
         if not want:
             continue
-        g = next(it)
         x = inputs[s.src]
-        if s.rowvec:
-            g = g.squeeze(-1)
-        g = g.sum_to_size(x.shape) if tuple(g.shape) != tuple(x.shape) else g
+        shape = tuple(x.shape) + ((1,) if s.rowvec else ())
+        g = g.sum_to_size(shape) if tuple(g.shape) != shape else g
+        g = g.reshape(x.shape)
         total[s.src] = g if s.src not in total else total[s.src] + g
+    out: list[Optional[torch.Tensor]] = []
     for i, (x, want) in enumerate(zip(inputs, need)):
-        if want:
-            g = total.get(i)
-            out[i] = x.new_zeros(x.shape) if g is None else g.to(x.dtype)
+        g = total.get(i)
+        out.append(None if not want else (torch.zeros_like(x) if g is None else g.to(x.dtype)))
     return out
+
+
+def backward(spec: KernelSpec, inputs, grads, scalars, seeds, training, need) -> list[Optional[torch.Tensor]]:
+    """Each input's gradient (None where not needed): the backward kernel's shares summed into
+    each input's shape, or autograd over the reference where a primitive has no derivative row."""
+    present = tuple(g is not None for g in grads)
+    if backward_of(spec, present, _slot_need(spec, need)) is None:
+        return _autograd_fallback(spec, inputs, grads, scalars, seeds, training, need)
+    return gradients(spec, inputs, shares(spec, inputs, grads, scalars, seeds, training, need), need)
 
 
 def _reindex(bspec: KernelSpec, n_inputs: int) -> KernelSpec:
@@ -263,27 +298,24 @@ def launch_at(spec: KernelSpec, inputs, scalars, seeds, training, S: tuple) -> l
     return launch(spec, inputs, scalars, seeds, training)
 
 
-def _autograd_fallback(spec, inputs, grads, scalars, seeds, training, slot_need) -> list[torch.Tensor]:
+def _autograd_fallback(spec, inputs, grads, scalars, seeds, training, need) -> list[Optional[torch.Tensor]]:
+    """Each input's gradient by PyTorch autograd over the reference (a primitive has no derivative
+    row). Runs outside the custom ops: autograd does not run inside one."""
     with torch.enable_grad():
-        xs = [x.detach().requires_grad_(True) for x in inputs]
+        xs = [x.detach().requires_grad_(bool(w) and x.is_floating_point()) for x, w in zip(inputs, need)]
         outs = reference.evaluate(spec, xs, scalars, seeds, training)
         pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
-        wanted = sorted({s.src for s, w in zip(spec.inputs, slot_need) if w})
+        wanted = [i for i, x in enumerate(xs) if x.requires_grad]
         gs = torch.autograd.grad([o for o, _ in pairs], [xs[i] for i in wanted], [g for _, g in pairs],
-                                 allow_unused=True)
-    by_src = dict(zip(wanted, gs))
-    # one share per needed slot; the first slot of each input carries its whole gradient
-    shares, seen = [], set()
-    S = reference.iteration_shape(spec, inputs)
-    for s, w in zip(spec.inputs, slot_need):
-        if not w:
-            continue
-        g = by_src.get(s.src) if s.src not in seen else None
-        seen.add(s.src)
-        x = inputs[s.src]
-        g = torch.zeros_like(x) if g is None else g
-        shares.append(g.unsqueeze(-1) if s.rowvec else g)
-    return shares
+                                 allow_unused=True) if pairs and wanted else []
+    by_index = dict(zip(wanted, gs))
+    return [None if not w else (by_index.get(i) if by_index.get(i) is not None else torch.zeros_like(x))
+            for i, (x, w) in enumerate(zip(inputs, need))]
+
+
+def _aligned(shape, full) -> tuple:
+    """``shape`` right-aligned to ``full``'s rank (leading 1s)."""
+    return (1,) * (len(full) - len(shape)) + tuple(shape)
 
 
 def _setup(ctx, inputs, output):
@@ -295,9 +327,14 @@ def _setup(ctx, inputs, output):
 
 def _grad(ctx, grads):
     tensors = list(ctx.saved_tensors)
-    gs = _generated_backward(ctx.key, tensors, list(grads), ctx.scalars, ctx.seeds, ctx.training, ctx.need)
+    spec, grads = spec_of(ctx.key), list(grads)
+    if backward_of(spec, tuple(g is not None for g in grads), _slot_need(spec, ctx.need)) is None:
+        gs = _autograd_fallback(spec, tensors, grads, ctx.scalars, ctx.seeds, ctx.training, ctx.need)
+    else:
+        parts = _generated_backward(ctx.key, tensors, grads, ctx.scalars, ctx.seeds, ctx.training, ctx.need)
+        gs = gradients(spec, tensors, parts, ctx.need)
     # a non-empty list of numbers is one leaf to torch.library's autograd, an empty one an empty list
-    return (None, [g if want else None for g, want in zip(gs, ctx.need)], [] if not ctx.scalars else None,
+    return (None, gs, [] if not ctx.scalars else None,
             [] if not ctx.seeds else None, None)
 
 
@@ -313,4 +350,5 @@ def run(key: str, inputs: Sequence[torch.Tensor], scalars: Sequence[float], trai
     return _generated(key, list(inputs), [float(s) for s in scalars], seeds, bool(training))
 
 
-__all__ = ["register", "run", "spec_of", "launch", "backward", "kernels_run", "BLOCKS", "interpreting"]
+__all__ = ["register", "run", "spec_of", "launch", "backward", "shares", "gradients", "kernels_run", "BLOCKS",
+           "interpreting"]
