@@ -185,16 +185,17 @@ def _fuse(ed: Editor, G: _Group) -> Node:
     return new
 
 
-def _notes(g: Graph, groups: list[_Group]) -> None:
-    """Why a pointwise or reduction op next to a generated kernel stayed out of it."""
-    grouped = {id(m) for G in groups for m in G.members}
+def _notes(g: Graph) -> None:
+    """Why a pointwise or reduction op next to another one stayed out of generated kernels."""
+    users = g.users()
     for n in g.nodes:
-        if id(n) in grouped or kind(n.op) not in (POINTWISE, REDUCTION):
+        if kind(n.op) not in (POINTWISE, REDUCTION):
             continue
         why = lower.supports(n)
         if why is None:
             continue
-        near = any(v.producer is not None and id(v.producer) in grouped for v in n.inputs)
+        near = any(v.producer is not None and _candidate(v.producer) for v in n.inputs) or \
+            any(_candidate(u) for v in n.outputs for u in users.get(v.id, ()))
         if near:
             g.fusion_log.append(FusionNote((n.span,) if n.span else (), f"group: {n.op} into a generated kernel", why))
 
@@ -230,7 +231,7 @@ def group(g: Graph) -> PassResult:
     if os.environ.get("NNDSL_GENERATED", "1").strip().lower() in ("0", "false", "no"):
         return PassResult(g, False)
     groups = [G for G in _form_groups(g) if sum(1 for m in G.members) >= MIN_OPS]
-    _notes(g, groups)
+    _notes(g)
     if not groups:
         return PassResult(g, False)
     ed = Editor(g)

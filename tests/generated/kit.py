@@ -6,6 +6,9 @@ from collections import Counter
 import torch
 
 import nndsl
+from nndsl.elaborate import elaborate
+from nndsl.frontend.parser import parse
+from nndsl.ir.verify import verify
 
 # a program over x [B, T, N] and a broadcast y [N]; EXPR is the body, OUT the output type
 PROGRAM = """model M(x: f32[B, T, N], y: f32[N], N: int = 5) -> {out} {{
@@ -48,3 +51,15 @@ def assert_close_all(a: list, b: list, atol: float, rtol: float, what: str) -> N
         assert (x is None) == (y is None), f"{what} {i}: one side has no gradient"
         if x is not None:
             torch.testing.assert_close(x, y, atol=atol, rtol=rtol, msg=lambda m: f"{what} {i}: {m}")
+
+
+def graph(src: str, **hp):
+    """Source text -> elaborated, verified IR."""
+    g = elaborate(parse(src, "<test>"), None, hp or None)
+    verify(g)
+    return g
+
+
+def ops(g) -> Counter:
+    """How many nodes of each op (param reads left out)."""
+    return Counter(n.op for n in g.nodes if n.op != "param")

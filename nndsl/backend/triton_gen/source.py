@@ -271,7 +271,9 @@ class _Writer:
 
     def kernel(self, fn_name: str) -> str:
         spec = self.spec
-        self.lines = ["@triton.jit", f"def {fn_name}("]
+        random = [f"{a}{k}" for k in range(len(spec.dropouts)) for a in ("seed", "thr")]
+        # a seed is a fresh number each step: never specialize on its value (no recompiles)
+        self.lines = [f"@triton.jit(do_not_specialize={random!r})" if random else "@triton.jit", f"def {fn_name}("]
         self.lines += [f"    {a}," for a in self.signature()]
         self.lines.append("):")
         if not spec.has_reduction:
@@ -333,7 +335,8 @@ def check_source(src: str, fn_name: str) -> None:
         if isinstance(node, ast.Name) and not (node.id in _FIXED or _NAME.match(node.id) or node.id == fn_name):
             raise UnsafeSource(f"unexpected name {node.id!r} in generated kernel source")
         if isinstance(node, ast.Constant) and not (
-                isinstance(node.value, (int, float, bool)) or node.value is None or node.value == "inf"):
+                isinstance(node.value, (int, float, bool)) or node.value is None or node.value == "inf"
+                or (isinstance(node.value, str) and re.match(r"^(seed|thr)\d+$", node.value))):
             raise UnsafeSource(f"unexpected constant {node.value!r} in generated kernel source")
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             raise UnsafeSource(f"unexpected attribute {node.attr!r} in generated kernel source")
