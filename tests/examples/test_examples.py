@@ -28,6 +28,7 @@ CASES = [
     ("spoken_letters.nn", "SpokenLettersConv", ["--set", "width=8"]),
     ("autoencoder.nn", None, ["--set", "width=8"]),
     ("mnist_two_heads.nn", None, ["--set", "hidden=16"]),
+    ("llama_shakespeare.nn", None, ["--set", "L=1", "--set", "heads=2", "--set", "D=32", "--set", "hidden=40"]),
 ]
 
 
