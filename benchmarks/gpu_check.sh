@@ -18,11 +18,14 @@
 #             the interpreter off (NNDSL_TEST_CUDA=1 -m "cuda and not interpreter"), in parallel
 #             when pytest-xdist is there
 #   bench     benchmarks/kernels.py --quick against cuBLAS / SDPA / cuDNN / torch, with a budget
+#   pointwise benchmarks/pointwise.py: generated kernels vs eager and torch.compile in GB/s, at
+#             8192 x 4096 in bf16 (GPU_CHECK_POINTWISE_ARGS to change), beside the copy bandwidth
 #   train     benchmarks/train_step.py when the file exists (skipped with a message otherwise)
 #   tests+    with whatever time is left: the fp16 and fp32 CUDA tests, and the small odd-shape
 #             tests of both groups (`device` fixture) compiled on the GPU
-# Output ($OUT if set, else benchmarks/results/gpu-<date>/): summary.txt, env.txt, install.log,
-# tests.log, bench.log, kernels-<gpu>.json, train_step.log, train_step-<device>.json.
+# Output ($OUT if set, else benchmarks/results/gpu-<date>/): summary.txt, env.txt (with the install
+# log), tests.log, bench.log (kernels and pointwise), kernels-<gpu>.json, pointwise-<gpu>.json,
+# train_step.log, train_step-<device>.json.
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds, default 450),
 # GPU_CHECK_WORKERS (pytest-xdist workers, default 8), GPU_CHECK_TRAIN_ARGS (extra arguments).
 set -uo pipefail
@@ -177,7 +180,7 @@ export -f pyrun stage_install stage_env clocks pytest_cuda stage_train
 
 # ------------------------------------------------------------------------------------------------
 echo "gpu_check: output in $OUT_DIR, budget ${BUDGET} s$([[ $DRY == 1 ]] && echo ', DRY run (no GPU stages)')"
-run_stage install 120 "$OUT_DIR/install.log" stage_install
+run_stage install 120 "$OUT_DIR/env.txt" stage_install
 if [[ -e $SITE_FLAG ]]; then
     export PYTHONPATH=/tmp/nndsl-site${PYTHONPATH:+:$PYTHONPATH} PYOPT=-P
     rm -f "$SITE_FLAG"
@@ -189,6 +192,7 @@ if [[ $DRY == 1 ]]; then
     WORKERS=1  # the tests only collect and skip here
     run_stage tests 240 "$OUT_DIR/tests.log" pytest_cuda -m "cuda and not interpreter" --cuda-dtypes=bfloat16
     run_stage bench 30 "$OUT_DIR/bench.log" pyrun benchmarks/kernels.py --help
+    run_stage pointwise 30 "$OUT_DIR/bench.log" pyrun benchmarks/pointwise.py --help
     run_stage train 30 "$OUT_DIR/train_step.log" bash -c \
         'if [[ -f benchmarks/train_step.py ]]; then pyrun benchmarks/train_step.py --help; else echo "train: benchmarks/train_step.py is not in this checkout; skipped"; fi'
 else
@@ -196,6 +200,8 @@ else
     bench_cap=$(( $(left) > ${GPU_CHECK_BENCH_CAP:-90} ? ${GPU_CHECK_BENCH_CAP:-90} : $(left) ))
     run_stage bench "$bench_cap" "$OUT_DIR/bench.log" \
         pyrun benchmarks/kernels.py --quick --budget $((bench_cap > 60 ? bench_cap - 40 : 20)) --out "$OUT_DIR"
+    run_stage pointwise ${GPU_CHECK_POINTWISE_CAP:-100} "$OUT_DIR/bench.log" \
+        pyrun benchmarks/pointwise.py ${GPU_CHECK_POINTWISE_ARGS:---size 8192x4096 --dtype bf16} --out "$OUT_DIR"
     { echo "# clocks after the benchmarks"; clocks; } >>"$OUT_DIR/env.txt" 2>&1
     run_stage train ${GPU_CHECK_TRAIN_CAP:-150} "$OUT_DIR/train_step.log" stage_train
     run_stage tests+ 240 "$OUT_DIR/tests.log" pytest_cuda -m cuda --cuda-dtypes=float16,float32
