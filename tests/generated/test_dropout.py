@@ -77,3 +77,26 @@ def test_reference_draws_the_same_mask_as_the_kernel():
 
     ref = reference.evaluate(spec, [x, b], [], [1234], True)[0]
     torch.testing.assert_close(kern, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_dropout_inside_a_row_kernel_one_pass_and_looped(monkeypatch):
+    """bias + dropout + residual + a hand-written layernorm: one row kernel, whose row fits one tile
+    (N = 13) or is walked in a loop (N = 37: the interpreter's one-pass limit is 32)."""
+    src = """model M(h: f32[B, N], b: f32[N], r: f32[B, N], N: int = 37) -> f32[B, N] {
+        z = r + dropout(h + b, 0.25)
+        c = z - mean(z, dim=-1, keepdim=true)
+        return c * (mean(c * c, dim=-1, keepdim=true) + 1e-5) ** -0.5
+    }"""
+    for N in (13, 37):
+        m = nndsl.compile(src, backend="triton", N=N).train()
+        (node,) = [n for n in m.nndsl_graphs["triton"].nodes if n.op == "generated"]
+        assert node.attrs["ops"][:3] == ("add", "dropout", "add") and "mean" in node.attrs["ops"]
+        h, b, r = torch.randn(5, N), torch.randn(N), torch.randn(5, N)
+        torch.manual_seed(2)
+        seed = int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
+        torch.manual_seed(2)
+        y = m(h, b, r)
+        keep = dropout_mask(seed, (5, N), 0.25)
+        z = r + torch.where(keep, (h + b) / 0.75, torch.zeros(()))
+        want = torch.nn.functional.layer_norm(z, (N,), eps=1e-5)
+        torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-4)

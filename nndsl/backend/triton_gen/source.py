@@ -196,8 +196,9 @@ class _Writer:
         self.lines.append(f"{p}mask = rmask[:, None] & (cols < C)[None, :]")
         for k in range(len(self.spec.dropouts)):
             self.lines.append(f"{p}if DROPOUT:")
-            self.lines.append(f"{p}    d{k} = tl.where(dropout_keep(seed{k}, row0, {col0}, thr{k}, BLOCK_R, BLOCK_C), "
-                              f"dsc{k}, 0.0)")
+            # col0 as a tensor (dropout_keep converts it; a loop counter or 0 may be a plain int)
+            self.lines.append(f"{p}    d{k} = tl.where(dropout_keep(seed{k}, row0, {col0} + row0 * 0, thr{k}, BLOCK_R, "
+                              f"BLOCK_C), dsc{k}, 0.0)")
             self.lines.append(f"{p}else:")
             self.lines.append(f"{p}    d{k} = 1.0")
 
