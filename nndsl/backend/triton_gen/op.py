@@ -164,7 +164,7 @@ def launch(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence[f
         br = max(1, min(_np2(R), tile // bc))
         meta = {}
         grid = (triton_cdiv(R, br), triton_cdiv(C, bc))
-    warps = 4 if br * bc <= 2048 else 8
+    warps = 4 if br * bc <= 2048 else 8 if br * bc <= 4096 else 16  # ~16 elements a thread per value
     kern[grid](*args, BLOCK_R=br, BLOCK_C=bc, DROPOUT=dropout, num_warps=warps, **meta)
     return outs
 
