@@ -93,3 +93,38 @@ def test_generated_off_by_environment(monkeypatch):
     monkeypatch.setenv("NNDSL_GENERATED", "0")
     g = _g("    return tanh(x * y + 1.0)")
     assert _regions(g) == [] and ops(g)["tanh"] == 1
+
+
+def test_identical_regions_share_one_kernel():
+    src = """block Norm(x: f32[B, T, D]) -> f32[B, T, D] {
+        return x * (mean(x ** 2, dim=-1, keepdim=true) + 1e-5) ** -0.5
+    }
+    model M(x: f32[B, T, D], D: int = 8, L: int = 3) -> f32[B, T, D] {
+        repeat L as blocks {
+            x = Norm(x) + linear(x, D)
+        }
+        return Norm(x)
+    }"""
+    g = run_passes(graph(src), "triton", verify=True)
+    keys = [n.attrs["kernel"] for n in g.nodes if n.op == "generated"]
+    assert len(keys) == 4 and len(set(keys)) == 1, keys
+
+
+def test_one_kernel_serves_every_size_and_dim_dependent_scalars_are_arguments():
+    import torch
+
+    import nndsl
+    from nndsl.backend.triton_gen import cache
+
+    src = """model M(x: f32[B, T, N], N: int = 5) -> f32[B, T, N] {
+        return tanh(x / T) * 2.0
+    }"""
+    m = nndsl.compile(src, backend="triton")
+    (node,) = m.nndsl_graphs["triton"].nodes
+    assert len(node.attrs["scalars"]) == 1  # 1/T (or x/T) is a run-time argument, not a constant
+    before = dict(cache.STATS)
+    for B, T in ((2, 3), (4, 7), (1, 1)):
+        x = torch.randn(B, T, 5)
+        torch.testing.assert_close(m(x), torch.tanh(x / T) * 2.0)
+    generated = cache.STATS["generated"] - before["generated"]
+    assert generated <= 1, f"{generated} kernels generated for one region"
