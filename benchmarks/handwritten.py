@@ -3,7 +3,7 @@
 Each mirrors an nndsl example layer for layer (same parameter count, same dropout sites), so
 ``benchmarks/train_step.py`` compares the compiler's output with the code a user would otherwise
 write. ``GPT`` follows nanoGPT (pre-norm blocks, fused qkv projection, SDPA attention, GELU MLP,
-an untied ``lm_head`` without bias); ``MnistCNN`` is ``examples/mnist_cnn.nn``.
+an ``lm_head`` without bias tied to the token embedding); ``MnistCNN`` is ``examples/mnist_cnn.nn``.
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(D, heads, dropout) for _ in range(L)])
         self.ln_f = nn.LayerNorm(D)
         self.lm_head = nn.Linear(D, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied, as nanoGPT and examples/gpt_shakespeare.nn
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(idx.shape[1], device=idx.device)
