@@ -148,9 +148,21 @@ def example_target(g: Graph, sizes: dict[str, int], loss: str, device: torch.dev
     return torch.randn(shape, device=device)
 
 
+def example_fields(module: torch.nn.Module, sizes: dict[str, int], device: torch.device) -> list[torch.Tensor]:
+    """Values for the data fields the compiled objective reads after the model's inputs: floats
+    normal, integers 0 or 1 (a valid class for any classifier, a valid binary label)."""
+    g = module.nndsl_objective_graphs["torch"]
+    out = []
+    for v in g.inputs[len(module.graph.inputs):]:
+        shape, dtype = _shape(v.type.shape, sizes), _torch_dtype(v.type.dtype)
+        out.append(torch.randn(shape, dtype=dtype, device=device) if v.type.is_float
+                   else torch.randint(0, 2, shape, dtype=dtype, device=device))
+    return out
+
+
 # ----------------------------------------------------------------------------- one counted step
-def count_step(module: torch.nn.Module, backend: str, inputs: list[torch.Tensor], target: torch.Tensor,
-               loss_fn: Callable, execute: bool) -> launches.Launches:
+def count_step(module: torch.nn.Module, backend: str, inputs: list[torch.Tensor], target,
+               loss_fn: Optional[Callable], execute: bool) -> launches.Launches:
     """Launches of forward + loss + backward on ``backend``, each attributed to an IR node index of
     ``module.nndsl_graphs[backend]`` (None: the loss, or work no model line caused). A first,
     uncounted step pays what only a first step does (autotuning, cached tables)."""
@@ -169,7 +181,8 @@ def count_step(module: torch.nn.Module, backend: str, inputs: list[torch.Tensor]
         torch.manual_seed(0)
         with launches.count_launches(execute=execute) as got:
             with launches.trace_lines(files, "forward") as owners:
-                loss = objective(*inputs, target) if objective is not None else loss_fn(module(*inputs), target)
+                targets = target if isinstance(target, list) else [target]
+                loss = objective(*inputs, *targets) if objective is not None else loss_fn(module(*inputs), target)
                 loss = loss[0] if isinstance(loss, (tuple, list)) else loss  # (loss, extras) from an objective
             remove = launches.hook_backward(loss, owners)
             try:
@@ -224,6 +237,7 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
     """Count one training step of ``compiled`` (a ``compiler.Compiled`` built with ``backend``) on
     ``backend`` and on the torch backend. ``loss``: the train section's loss ``Spec`` (default
     cross-entropy). ``execute``: run interpreted kernels (default: only compiled CUDA ones run)."""
+    from .objective import objective_fields
     from .runtime.config import Spec
     from .runtime.losses import make_loss
 
@@ -238,8 +252,13 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
     bound = bind_sizes(g_plain, batch, sizes)
     module.to(dev).train()
     inputs = example_inputs(g_plain, bound, dev)
-    target = example_target(g_plain, bound, spec.name, dev)
-    loss_fn = make_loss(spec, bool(getattr(module, "output_is_probs", False)))
+    fields = objective_fields(module)
+    if spec.name == "expression" or len(fields) != 1:  # a loss written in the language: its data fields
+        target = example_fields(module, bound, dev)
+        loss_fn = None
+    else:
+        target = example_target(g_plain, bound, spec.name, dev)
+        loss_fn = make_loss(spec, bool(getattr(module, "output_is_probs", False)))
     was = module.nndsl_backend
     try:
         fused = count_step(module, backend, inputs, target, loss_fn, execute)

@@ -132,3 +132,14 @@ def test_a_module_objective_is_the_step_loss_when_there_is_one():
     kernels = {k for r in by_hand.phases["forward"].rows for k in r.kernels}
     assert "aten.mul" in kernels and not any(r.ir.startswith("linear_cross_entropy")
                                              for r in by_hand.phases["forward"].rows)
+
+
+@pytest.mark.parametrize("file", ["autoencoder.nn", "mnist_two_heads.nn"])
+def test_explain_a_loss_written_as_an_expression(file):
+    """The objective reads data fields by name (x, y): the step feeds each its example value."""
+    path = GPT.parent / file
+    report = json.loads(_cli(path, "--explain=json", "--set", "hidden=16" if "heads" in file else "width=8"))
+    loss_line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip().startswith("loss"))
+    assert report["launches"] > 0 and report["unfused"] > report["launches"] * 0.5
+    lines = " ".join(r["lines"] for ph in ("forward", "backward") for r in report["phases"][ph]["rows"])
+    assert f"{file}:{loss_line}" in lines, lines  # the loss expression's launches are attributed to its line
