@@ -253,7 +253,7 @@ def explain(compiled: Any, *, batch: int = 2, sizes: Optional[dict[str, int]] = 
     module.to(dev).train()
     inputs = example_inputs(g_plain, bound, dev)
     fields = objective_fields(module)
-    if spec.name == "expression" or len(fields) != 1:  # a loss written in the language: its data fields
+    if spec.name == "expression" or len(fields) > 1:  # a loss written in the language: its data fields
         target = example_fields(module, bound, dev)
         loss_fn = None
     else:
