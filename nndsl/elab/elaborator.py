@@ -152,9 +152,23 @@ class Elaborator:
         if isinstance(e, ast.TupleExpr):
             return tuple(self.expr(x, env, dim) for x in e.items)
         if isinstance(e, ast.Attribute):
-            raise NndslSyntaxError(f"'{S.unparse(e)}': attributes are only allowed as method calls "
-                                   f"({S.unparse(e)}(...))", e.span)
+            return self.parameter_path(e, env)
         raise NndslSyntaxError(f"unexpected {type(e).__name__} in an expression", getattr(e, "span", None))
+
+    def parameter_path(self, e: ast.Attribute, env: dict) -> Value:
+        """``wte.weight``: the parameter a layer named ``wte`` declared earlier (weight tying), read
+        as a tensor; looked up from the current block instance outwards."""
+        from ..layers.tying import find_param
+
+        parts, root = [e.attr], e.value
+        while isinstance(root, ast.Attribute):
+            parts.insert(0, root.attr)
+            root = root.value
+        if not isinstance(root, ast.Name) or root.id in env:
+            raise NndslSyntaxError(f"'{S.unparse(e)}': only a parameter path such as wte.weight can be read as an "
+                                   f"attribute; on a value, call a method ({S.unparse(e)}(...))", e.span)
+        with self.b.at(e.span):
+            return find_param(self.b, S.unparse(e), ".".join([root.id, *parts]), own_scope=True)
 
     def tensor_binop(self, op: str, a: Any, b: Any, span: Optional[Span]) -> Value:
         with self.b.at(span):

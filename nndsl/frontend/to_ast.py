@@ -182,6 +182,10 @@ class ToAst(Transformer):
         attr = ast.Attribute(value, str(name), self._join(value.span, self._tspan(name)))
         return self._call(attr, args, meta)
 
+    def attribute(self, meta, children) -> ast.Attribute:
+        value, name = children
+        return ast.Attribute(value, str(name), self._span(meta))
+
     def _call(self, func: ast.Expr, args: Optional[list], meta) -> ast.Call:
         positional: list[ast.Expr] = []
         keywords: list[ast.Keyword] = []

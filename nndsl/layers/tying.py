@@ -1,4 +1,5 @@
-"""Weight tying: a layer that reads a parameter another layer declared (``weight="wte.weight"``).
+"""Weight tying: a layer that reads a parameter another layer declared (``weight=wte.weight``, or
+the path as a string, ``weight="wte.weight"``).
 
 The parameter is named by its path relative to the calling scope (the state_dict key without the
 enclosing block's prefix), looked up from the innermost enclosing scope outwards, and must be
@@ -15,9 +16,12 @@ from ..ir.builder import Builder
 from ..ir.graph import Value
 
 
-def find_param(b: Builder, fn: str, path: str) -> Value:
-    """The value reading parameter ``path`` (relative to an enclosing scope of the current instance)."""
-    parts = b.scope.split(".")[:-1] if b.scope else []  # the enclosing scopes, not the layer's own
+def find_param(b: Builder, fn: str, path: str, own_scope: bool = False) -> Value:
+    """The value reading parameter ``path`` (relative to an enclosing scope of the current instance;
+    ``own_scope``: the current scope first — an expression in a block body, not a layer's call)."""
+    parts = b.scope.split(".") if b.scope else []
+    if not own_scope:
+        parts = parts[:-1]  # the enclosing scopes, not the layer's own
     for i in range(len(parts), -1, -1):
         full = ".".join(parts[:i] + [path])
         p = b.graph.params.get(full)

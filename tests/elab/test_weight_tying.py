@@ -149,3 +149,24 @@ def test_new_call_forms_from_source():
     want = torch.maximum(q, q * 0.5) + torch.nn.functional.scaled_dot_product_attention(
         q, k.repeat_interleave(2, 1), k.repeat_interleave(2, 1))
     assert torch.allclose(out, want, atol=1e-10)
+
+
+def test_the_attribute_form_is_the_string_form():
+    a = nndsl.compile(GPT.format(tie=", weight=wte.weight"))
+    b = nndsl.compile(GPT.format(tie=', weight="wte.weight"'))
+    assert list(a.state_dict()) == list(b.state_dict()) and n_params(a) == n_params(b)
+
+
+def test_an_attribute_of_a_value_is_refused_at_its_place():
+    src = GPT.format(tie="").replace('return linear(layernorm(x, name="ln_f"), V, bias=false, name="lm_head")',
+                                     'return linear(x, V, weight=x.weight)')
+    with pytest.raises(nndsl.NndslError) as e:
+        nndsl.compile(src)
+    assert "only a parameter path such as wte.weight" in e.value.message and e.value.span.col > 1
+
+
+def test_an_attribute_that_is_not_a_parameter_path_says_so():
+    src = "model M(x: f32[B, 4]) -> f32[B, 4] {\n    y = x.shape\n    return y\n}"
+    with pytest.raises(nndsl.NndslError) as e:
+        nndsl.compile(src)
+    assert (e.value.span.line, e.value.span.col) == (2, 9) and "call a method (x.shape(...))" in e.value.message

@@ -64,7 +64,6 @@ def check(err: NndslError, line: int, col: int, message: str, hint=None) -> None
     ("    3 = x", 5, "expected a statement: 'name = value', 'return value' or 'repeat n { ... }', found '3'",
      None),
     # attributes, methods
-    ("    y = x.shape", 16, "expected '(' after the method name, found the end of the line", "method calls"),
     ("    y = x.", 11, "expected a method name after '.'", None),
     # brackets that do not match
     ("    y = f(x))", 13, "unmatched ')'", "no '(' for it to close"),
