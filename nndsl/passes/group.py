@@ -54,7 +54,7 @@ def _shape(v) -> tuple:
 
 def _candidate(n: Node) -> bool:
     k = kind(n.op)
-    if k not in (POINTWISE, REDUCTION) or lower.supports(n) is not None:
+    if (k not in (POINTWISE, REDUCTION) and n.op not in lower.ROW_OPS) or lower.supports(n) is not None:
         return False
     eff = effects(n)
     return eff == frozenset({"pure"}) or (n.op == "dropout" and eff <= {RANDOM, TRAINING})
@@ -65,6 +65,8 @@ def _joins(G: _Group, n: Node, v) -> bool:
     S = G.S
     if n.op in lower.REDUCE_OPS:
         return _same(_shape(v), S)
+    if n.op in lower.ROW_OPS:  # a norm or softmax over the last axis takes G's value as its input
+        return v is n.inputs[0] and _same(_shape(v), S)
     out = _shape(n.outputs[0])
     if n.op == "dropout" and not _same(out, S):
         return False  # the kernel draws dropout bits per element of S only
@@ -89,7 +91,7 @@ def _absorbs(G: _Group, n: Node, mine: _Group, users: dict, outputs: set) -> boo
     """May ``n`` take in G, a pointwise group over a smaller space that broadcasts to n's (``y * 1.5``
     with y [N] feeding ``x + ...`` over [B, T, N])? Only when nothing else reads G's values: the
     kernel recomputes them per element of the larger space and stores none of them."""
-    if n.op in lower.REDUCE_OPS or G.reduces or any(m.op == "dropout" for m in G.members):
+    if red_op(n) or G.reduces or any(m.op == "dropout" for m in G.members):
         return False
     out = _shape(n.outputs[0])
     if _same(G.S, out) or not _broadcasts(G.S, out):
@@ -97,6 +99,10 @@ def _absorbs(G: _Group, n: Node, mine: _Group, users: dict, outputs: set) -> boo
     inside = set(map(id, G.members)) | set(map(id, mine.members)) | {id(n)}
     return all(v.id not in outputs and all(id(u) in inside for u in users.get(v.id, ()))
                for m in G.members for v in m.outputs)
+
+
+def red_op(n: Node) -> bool:
+    return n.op in lower.REDUCE_OPS or n.op in lower.ROW_OPS
 
 
 def _cycle(nodes: list, pos: dict, members: list) -> bool:
@@ -121,7 +127,7 @@ def _form_groups(g: Graph) -> list[_Group]:
     for n in nodes:
         if not _candidate(n):
             continue
-        red = n.op in lower.REDUCE_OPS
+        red = n.op in lower.REDUCE_OPS or n.op in lower.ROW_OPS
         mine = _Group(_shape(n.inputs[0]) if red else _shape(n.outputs[0]), [n], red)
         for v in n.inputs:
             G = group_of.get(id(v.producer)) if v.producer is not None else None
@@ -230,7 +236,8 @@ def group(g: Graph) -> PassResult:
     """Pointwise chains and last-axis reductions -> ``generated`` kernel nodes."""
     if os.environ.get("NNDSL_GENERATED", "1").strip().lower() in ("0", "false", "no"):
         return PassResult(g, False)
-    groups = [G for G in _form_groups(g) if sum(1 for m in G.members) >= MIN_OPS]
+    # a group of two ops or more; a hand-written row kernel alone stays itself
+    groups = [G for G in _form_groups(g) if len(G.members) >= MIN_OPS]
     _notes(g)
     if not groups:
         return PassResult(g, False)

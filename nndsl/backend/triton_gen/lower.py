@@ -146,6 +146,36 @@ def _var(c: Ctx, x: KNode, a: dict) -> KNode:
     return b.div(b.f("rsum", b.mul(d, d)), b.sub(n, b.const(float(a.get("correction", 1)))))
 
 
+def _layernorm(c: Ctx, x: KNode, *rest) -> KNode:
+    *wb, a = rest
+    b = c.b
+    n = b.node("ncols", row=True)
+    d = b.sub(x, b.div(b.f("rsum", x), n))
+    var = b.div(b.f("rsum", b.mul(d, d)), n)
+    y = b.mul(d, b.f("rsqrt", b.add(var, b.const(float(a.get("eps", 1e-5))))))
+    if wb:
+        y = b.mul(y, wb[0])
+    if len(wb) > 1:
+        y = b.add(y, wb[1])
+    return y
+
+
+def _rmsnorm(c: Ctx, x: KNode, *rest) -> KNode:
+    *w, a = rest
+    b = c.b
+    ms = b.div(b.f("rsum", b.mul(x, x)), b.node("ncols", row=True))
+    y = b.mul(x, b.f("rsqrt", b.add(ms, b.const(float(a.get("eps", 1e-6))))))
+    return b.mul(y, w[0]) if w else y
+
+
+def _softmax(c: Ctx, x: KNode, a: dict, log: bool = False) -> KNode:
+    b = c.b
+    z = b.sub(x, b.f("rmax", x))
+    e = b.f("exp", z)
+    s = b.f("rsum", e)
+    return b.sub(z, b.f("log", s)) if log else b.div(e, s)
+
+
 # stdlib op -> how a generated kernel computes it: (ctx, operand kernel values..., attrs) -> value
 LOWER: dict[str, Callable[..., KNode]] = {
     "add": lambda c, x, y, a: c.b.add(x, y),
@@ -191,8 +221,17 @@ LOWER: dict[str, Callable[..., KNode]] = {
     "min": _min,
     "var": _var,
     "std": lambda c, x, a: c.b.f("sqrt", _var(c, x, a)),
+    # over the last axis (the regions of the row kernels a generated kernel takes over hold these)
+    "layernorm": _layernorm,
+    "rmsnorm": _rmsnorm,
+    "softmax": _softmax,
+    "log_softmax": lambda c, x, a: _softmax(c, x, a, log=True),
 }
 REDUCE_OPS = ("sum", "mean", "max", "min", "var", "std")
+# hand-written row kernels (passes.claim) a generated kernel may take over, with the chain before or
+# after them: their output has the input's shape, computed from reductions over the last axis
+ROW_OPS = ("layernorm_kernel", "rmsnorm_kernel", "softmax_kernel", "log_softmax_kernel",
+           "layernorm", "rmsnorm", "softmax", "log_softmax")
 COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
 
 
@@ -211,7 +250,7 @@ def reduces_last_axis(node: Node) -> bool:
 
 def supports(node: Node) -> Optional[str]:
     """None when a generated kernel computes ``node``; else why not (for --explain)."""
-    if node.op not in LOWER:
+    if node.op not in LOWER and node.op not in ROW_OPS:
         return f"{node.op} has no generated-kernel row"
     ins, outs = [v.type.dtype for v in node.inputs], [v.type.dtype for v in node.outputs]
     if node.op in COMPARISONS:
@@ -223,6 +262,11 @@ def supports(node: Node) -> Optional[str]:
     bad = [d for d in ins + outs if d not in FLOATS]
     if bad:
         return f"{bad[0]} values"
+    if node.op in ROW_OPS and node.inputs[0].type.rank == 0:
+        return "a scalar input"
+    if node.op in ("softmax", "log_softmax") and node.attrs.get("dim", -1) % node.inputs[0].type.rank != \
+            node.inputs[0].type.rank - 1:
+        return f"{node.op} over an axis other than the last"
     if node.op in REDUCE_OPS and not reduces_last_axis(node):
         return f"{node.op} over an axis other than the last"
     if node.op == "cast" and node.attrs.get("dtype") not in FLOATS:
@@ -273,7 +317,7 @@ def lower_region(region: Region, S: Sequence, name: str = "generated") -> tuple[
             raise ValueError("a generated region reads parameters through its inputs")
         out_shape = tuple(n.outputs[0].type.shape)
         rowvec = len(S) > 0 and _same(out_shape, rowshape) and not _same(out_shape, S)
-        if n.op in REDUCE_OPS:
+        if n.op in REDUCE_OPS or n.op in ROW_OPS:
             rowvec = False  # a reduction reads a full value
         args = [operand(v, rowvec) for v in n.inputs]
         vals[n.outputs[0].id] = LOWER[n.op](c, *args, n.attrs)
