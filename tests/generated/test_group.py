@@ -128,3 +128,16 @@ def test_one_kernel_serves_every_size_and_dim_dependent_scalars_are_arguments():
         torch.testing.assert_close(m(x), torch.tanh(x / T) * 2.0)
     generated = cache.STATS["generated"] - before["generated"]
     assert generated <= 1, f"{generated} kernels generated for one region"
+
+
+def test_a_row_kernel_takes_its_prologue_and_epilogue():
+    """bias + dropout + residual + layernorm: one generated kernel, not a pointwise kernel and a norm
+    kernel; a lone layernorm stays on its hand-written kernel."""
+    src = """model M(h: f32[B, T, N], b: f32[N], r: f32[B, T, N], N: int = 6) -> f32[B, T, N] {
+        return layernorm(r + dropout(h + b, 0.1)) * 2.0
+    }"""
+    g = run_passes(graph(src), "triton", verify=True)
+    assert _regions(g) == [("add", "dropout", "add", "layernorm_kernel", "mul_s")], [n.op for n in g.nodes]
+    assert [m.op for m in g.nodes[-1].region.nodes if m.op != "param"] == ["add", "dropout", "add", "layernorm", "mul_s"]
+    lone = _g("    return layernorm(x)")
+    assert ops(lone)["layernorm_kernel"] == 1 and _regions(lone) == []
