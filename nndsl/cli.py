@@ -354,5 +354,7 @@ def _dump_ir(compiled, backend: str, wanted: str) -> None:
     run_passes(elaborate(compiled.program, compiled.model_name, compiled.hyperparams), backend, after=after)
 
 
+from . import cli_views  # noqa: E402,F401  (registers nndsl plot and nndsl graph)
+
 if __name__ == "__main__":  # python -m nndsl.cli
     sys.exit(main())

@@ -4,6 +4,11 @@
     run_dir/metrics.json     {"final": {...}, "history": [...], "samples_per_second": ..., "seconds": ...}
     run_dir/.lock            held (``fcntl.flock``) by the run using the folder; holds its pid
     run_dir/checkpoints/     one folder per checkpoint (``checkpoint.py``)
+    run_dir/log.csv          every logged evaluation, one row each (``tracking.py``)
+    run_dir/tensorboard/     TensorBoard event files of the same values (``tracking.py``)
+    run_dir/config.json      the resolved hyperparameters and train settings (``records.py``)
+    run_dir/train.nn         the same train settings as a train section (``records.py``)
+    run_dir/source.nn        the exact source file (``records.py``)
 
 ``RunDir.open(path)`` fails at once, with a message naming the folder, when the path lies under a
 regular file, cannot be created or written, or another run holds it; under the lock it removes

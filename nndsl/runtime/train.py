@@ -37,8 +37,10 @@ from .feed import Feed, first as _first, forward as _forward, to_device as _to
 from .metrics import fmt
 from .precision import Precision
 from .progress import Interval, LossWatch, describe_nonfinite
+from .records import save_records
 from .rundir import METRICS, RUN, RunDir, save_json
 from .saver import Saver, claim
+from .tracking import Tracker
 
 _CHECK_EVERY = 25  # steps between reads of the device-side nan/inf flag (and progress-bar updates)
 
@@ -211,6 +213,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         if isinstance(train_src, data.TextSource):
             meta["vocab"] = train_src.vocab
         save_json(out_dir / RUN, meta)
+        save_records(out_dir, cfg, meta)  # config.json, train.nn, source.nn
     clock0, seconds0 = time.perf_counter(), st["seconds"]
 
     def results() -> dict[str, Any]:
@@ -258,9 +261,11 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         st["seconds"] = seconds0 + time.perf_counter() - clock0
         if out_dir is not None:
             save_json(out_dir / METRICS, results(), "metrics")
+        tracker.log(entry)  # log.csv and TensorBoard
         return saver.improved(entry)
 
     start = st["step"]
+    tracker = Tracker(out_dir, start=start, history=st["history"], config=cfg.as_dict())
     if start >= total:
         log(f"already trained to step {start} of {total}; nothing to do")
     batches = data.train_batches(train_src, cfg.batch, seed=cfg.seed, start=start, step_mode=step_mode,
@@ -314,6 +319,7 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
     finally:
         if bar is not None:
             bar.close()
+        tracker.close()
     if not st["final"] and eval_src is not None:
         st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective, progress=progress)
     st["seconds"] = seconds0 + time.perf_counter() - clock0

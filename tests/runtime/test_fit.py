@@ -51,7 +51,8 @@ def test_fit_learns_linear_regression_and_writes_its_files(tmp_path):
     assert [h["epoch"] for h in out["history"]] == [1.0, 2.0, 3.0, 4.0]
     assert out["history"][-1]["step"] == 4 * math.ceil(301 / 16)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == [".lock", "checkpoints", "metrics.json", "run.json"], files
+    assert files == [".lock", "checkpoints", "config.json", "log.csv", "metrics.json", "run.json", "tensorboard",
+                     "train.nn"], files  # no source.nn: the model came without source
     # every epoch checkpointed, the newest 2 kept; the best (by mse) is the last epoch's
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["best-step-000000076", "step-000000057", "step-000000076"], names
