@@ -27,7 +27,6 @@ class NndslLexer(RegexLexer):
     aliases = ["nndsl", "nn"]
     filenames = ["*.nn"]
     mimetypes = ["text/x-nndsl"]
-    url = "https://github.com/nndsl/nndsl"
 
     tokens = {
         "root": [

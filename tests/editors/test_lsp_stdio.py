@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
