@@ -270,6 +270,14 @@ def check(file: Path, sets: tuple[str, ...], model: Optional[str]) -> None:
             click.echo(warning, err=True)
 
 
+@main.command()
+def lsp() -> None:
+    """Run the language server for editors (LSP over stdio): check errors as you type, shapes on hover."""
+    from .editors.lsp import serve
+
+    serve()
+
+
 @main.command(name="compile")
 @_file_arg
 @click.option("--emit", type=click.Choice(["ir", "python", "triton"]), default="ir", show_default=True,
