@@ -354,5 +354,10 @@ def _dump_ir(compiled, backend: str, wanted: str) -> None:
     run_passes(elaborate(compiled.program, compiled.model_name, compiled.hyperparams), backend, after=after)
 
 
+from .cli_infer import COMMANDS as _INFER  # noqa: E402  (export, predict, sample)
+for _cmd in _INFER:
+    main.add_command(_cmd)
+
+
 if __name__ == "__main__":  # python -m nndsl.cli
     sys.exit(main())

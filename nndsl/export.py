@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Union
@@ -102,11 +103,17 @@ def _name_dims(path: Path, module: torch.nn.Module) -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters' progress lines and deprecation warnings stay off the terminal."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    """The exporters' progress lines, log warnings and deprecation warnings stay off the terminal."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def _torch_forward(module: torch.nn.Module) -> torch.nn.Module:
