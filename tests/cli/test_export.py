@@ -57,15 +57,17 @@ def test_onnx_round_trip(tmp_path, file, hp):
 def test_torch_export_round_trip(tmp_path, file, hp):
     torch.manual_seed(1)
     model = nndsl.compile(EXAMPLES / file, backend="torch", **hp).eval()
+    probe = _inputs(model, 3, 4)
+    with torch.no_grad():
+        before = model(probe)
     path = export.save_torch_export(model, tmp_path / "m.pt2")
     loaded = torch.export.load(str(path)).module()
     for batch, length in ((2, 5), (5, 12)):  # torch.export specializes sizes 0 and 1
         x = _inputs(model, batch, length)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
-    with torch.no_grad():  # the export left the model itself untouched
-        x = _inputs(model, 3, 4)
-        assert torch.isfinite(model(x)).all() and not type(model(x)).__name__.startswith("Fake")
+    with torch.no_grad():  # tracing (which swaps parameters for fake tensors) left the model itself untouched
+        assert torch.equal(model(probe), before)
 
 
 def test_export_command(tmp_path):
