@@ -363,6 +363,9 @@ def _dump_ir(compiled, backend: str, wanted: str) -> None:
 
 
 from . import cli_views  # noqa: E402,F401  (registers nndsl plot and nndsl graph)
+from .cli_infer import COMMANDS as _INFER  # noqa: E402  (export, predict, sample)
+for _cmd in _INFER:
+    main.add_command(_cmd)
 
 if __name__ == "__main__":  # python -m nndsl.cli
     sys.exit(main())
