@@ -360,6 +360,31 @@ def _dump_ir(compiled, backend: str, wanted: str) -> None:
             click.echo(print_graph(g))
 
     run_passes(elaborate(compiled.program, compiled.model_name, compiled.hyperparams), backend, after=after)
+    _dump_objective_ir(compiled, backend, wanted)
+
+
+def _dump_objective_ir(compiled, backend: str, wanted: str) -> None:
+    """The same for the training objective (model + loss as one graph), when the file has one."""
+    from .compiler import check, objective
+    from .ir.printer import print_graph
+    from .passes import PIPELINES, pass_name, run_passes
+
+    if compiled.train is None:
+        return
+    checked = check(compiled.path or compiled.source, model=compiled.model_name, hyperparams=compiled.hyperparams)
+    obj = objective(checked)
+    if obj is None:
+        return
+    names = [pass_name(p) for p in PIPELINES[backend]]
+    seen = [0]
+
+    def after(name: str, g) -> None:
+        seen[0] += 1
+        if wanted in (name, PIPELINES[backend][seen[0] - 1].__name__):
+            click.echo(f"// objective (the model and its loss) after {name} (pass {seen[0]} of {len(names)})")
+            click.echo(print_graph(g))
+
+    run_passes(obj.graph, backend, after=after)
 
 
 from . import cli_views  # noqa: E402,F401  (registers nndsl plot and nndsl graph)

@@ -44,3 +44,10 @@ def test_triton_backend_emits_fused_python():
     assert src.count("kern.library.layer_norm(") >= 3
     assert "dropout_p=(" in src and "if self.training else 0.0)" in src
     assert "F.dropout(F.linear(" not in src
+
+
+def test_dump_shows_the_objective_too():
+    out = _run("--dump-ir=fuse_loss")
+    assert out.exit_code == 0, out.output
+    model, objective = out.output.split("// objective (the model and its loss) after fuse_loss (pass 6 of 9)\n")
+    assert "linear_cross_entropy(" not in model and "linear_cross_entropy(" in objective
