@@ -41,7 +41,7 @@ def test_triton_backend_emits_fused_python():
     # projections with dropout and the residual in the matmul epilogue, the norms
     src = out.output
     assert "kern.library.attention(" in src and "F.scaled_dot_product_attention" not in src
-    assert src.count("kern.library.layer_norm(") >= 3
+    assert src.count("kern.library.layer_norm(") >= 2  # the first norm joins the stem's generated kernel
     assert "dropout_p=(" in src and "if self.training else 0.0)" in src
     assert "F.dropout(F.linear(" not in src
 
