@@ -4,6 +4,10 @@ Axes become negative (``softmax(x, dim=2)`` on a rank-3 x is ``dim=-1``; a trans
 axes as (smaller, larger)), identities vanish (``x * 1``, ``x / 1``, ``x - 0``, ``x ** 1``, a cast
 to the same dtype, a reshape to the same shape, ``--x``, a transpose undone by the same
 transpose). Later passes then match one form. Runs after ``dce``, before ``cse``.
+
+Tables built from sizes alone (``rope_angles``, whose input only says which device and precision)
+read one witness: each reads the input of the first such table of the same dtype, so ``cse`` then
+builds the table once for the whole model instead of once per rotary call.
 """
 from __future__ import annotations
 
@@ -84,6 +88,22 @@ RULES = [
 ]
 
 
+def _one_witness(g: Graph) -> bool:
+    """Every rope_angles table reads the input of the first table of its input's dtype."""
+    first: dict[str, Value] = {}
+    changed = False
+    for n in g.nodes:
+        if n.op != "rope_angles":
+            continue
+        x = n.inputs[0]
+        w = first.setdefault(x.type.dtype, x)
+        if w is not x:
+            n.inputs = [w]
+            changed = True
+    return changed
+
+
 def canonicalize(g: Graph) -> PassResult:
     """Rewrite to canonical, bit-identical spellings; runs before cse and raise."""
-    return PassResult(g, apply_rules(g, RULES, "canonicalize"))
+    changed = apply_rules(g, RULES, "canonicalize")
+    return PassResult(g, _one_witness(g) or changed)

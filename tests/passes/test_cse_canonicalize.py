@@ -67,3 +67,24 @@ def test_cse_never_merges_dropouts_or_random_attention():
     assert deep_ops(g)["dropout"] == 2, "two dropouts are two draws: never one"
     kinds = [n.attrs["dropout"] for n in g.nodes if n.op == "flash_attention"]
     assert sorted(kinds) == [0.0, 0.1, 0.1], "the two random attentions stay, the two plain ones merge"
+
+
+def test_rotary_tables_are_built_once_for_the_whole_model():
+    src = """block Rot(x: f32[B, T, D], heads: int) -> f32[B, T, D] {
+        q = rope(x.reshape([B, T, heads, D / heads]).transpose(1, 2))
+        k = rope((x * 2.0).reshape([B, T, heads, D / heads]).transpose(1, 2))
+        return (q + k).transpose(1, 2).reshape([B, T, D])
+    }
+    model M(x: f32[B, T, D], D: int = 16, L: int = 3) -> f32[B, T, D] {
+        repeat L as blocks {
+            x = Rot(x, 2)
+        }
+        return x
+    }"""
+    g0 = graph(src)
+    g = run_passes(graph(src), "triton", verify=True)
+    assert ops(g0)["rope_angles"] == 6 and ops(g)["rope_angles"] == 1
+    m0, _ = lower(g0)
+    m1, _ = lower(g)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(m1(x), m0(x), rtol=0, atol=0)
