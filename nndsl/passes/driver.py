@@ -62,6 +62,18 @@ def _spend(rule: Rule) -> None:
         left[0] -= 1
 
 
+def take_fusion() -> bool:
+    """For a pass that fuses outside the rule tables (``group``): spend one fusion of the budget;
+    False when it is spent."""
+    left = _budget.get()
+    if left is None:
+        return True
+    if left[0] <= 0:
+        return False
+    left[0] -= 1
+    return True
+
+
 def _spans(m: Match) -> tuple:
     return tuple(dict.fromkeys(s for n in m.nodes for s in (n.covers or (n.span,)) if s is not None))
 

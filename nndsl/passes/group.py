@@ -31,6 +31,7 @@ from ..backend.triton_gen import lower
 from ..ir import dims as D
 from ..ir.graph import FusionNote, Graph, Node
 from ..ops.meta import POINTWISE, RANDOM, REDUCTION, TRAINING, effects, kind
+from .driver import take_fusion
 from .rewrite import Editor
 from .result import PassResult
 
@@ -239,6 +240,9 @@ def group(g: Graph) -> PassResult:
     # a group of two ops or more; a hand-written row kernel alone stays itself
     groups = [G for G in _form_groups(g) if len(G.members) >= MIN_OPS]
     _notes(g)
+    if not groups:
+        return PassResult(g, False)
+    groups = [G for G in groups if take_fusion()]  # each kernel is one fusion of NNDSL_MAX_FUSIONS' budget
     if not groups:
         return PassResult(g, False)
     ed = Editor(g)
