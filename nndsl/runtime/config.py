@@ -403,6 +403,9 @@ def _set(cfg: TrainConfig, key: str, value: Any, span: Optional[Span], hp: dict[
     elif kind == "best":
         value = _best(value, span)
     elif kind == "early_stop":
+        if not isinstance(value, (Call, Ident)):
+            raise NndslConfigError(f'early_stop: expected a rule such as patience(3, metric="-loss"), '
+                                   f"got {_describe(value)}", span)
         value = bind(value, EARLY_STOPS, "early-stopping rule", span, hp)
         metric = value.kwargs["metric"]
         if metric != "best" and _best(metric, value.span) == "none":  # _best: a metric it knows
