@@ -205,7 +205,8 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
                   agree=cluster.agree if cluster.enabled else None)
     stopper = EarlyStop(cfg, has_eval=eval_src is not None)
     sampler = torch.Generator().manual_seed(cfg.seed)  # random text windows in step mode (the same on every rank)
-    spare = train_src[torch.zeros(1, dtype=torch.long)] if cluster.enabled else None  # accumulate.py
+    spare = train_src[torch.zeros(1, dtype=torch.long)]  # stands in for an empty micro-batch (accumulate.py)
+    parts = min(cfg.accumulate, cfg.batch // cluster.world)  # micro-batches per step, the same on every rank
     watch = LossWatch(dev)
 
     st: dict[str, Any] = {"step": 0, "history": [], "train_seconds": 0.0, "seconds": 0.0, "samples": 0,
@@ -310,10 +311,10 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             # `accumulate` micro-batches, each loss weighted by its share of the global batch
-            parts = micro_batches(batch, cfg.accumulate, data.global_batch(train_src, cfg.batch, step, step_mode),
-                                  cluster.world, spare)
-            for i, (micro, n, weight) in enumerate(parts):
-                with cluster.syncing(last=i == len(parts) - 1):  # gradients averaged between ranks once a step
+            micro_parts = micro_batches(batch, parts, data.global_batch(train_src, cfg.batch, step, step_mode),
+                                        cluster.world, spare)
+            for i, (micro, n, weight) in enumerate(micro_parts):
+                with cluster.syncing(last=i == parts - 1):  # gradients averaged between ranks once a step
                     with amp.autocast():  # the forward in the run's precision (the loss in fp32: amp.loss / the objective)
                         loss, total_loss = stepper(_to(micro, dev), first=step == start and i == 0)
                     amp.backward(total_loss * weight)

@@ -35,11 +35,13 @@ def test_micro_batches_give_the_full_batch_gradient(n, k):
     net = _net()
     batch = {"x": torch.randn(n, 5, dtype=torch.float64), "y": torch.randint(0, 3, (n,))}
     full = _grads(net, [_loss(net, batch)])
-    parts = micro_batches(batch, k, n, 1, spare=batch)
-    assert len(parts) == min(k, n) and sum(m for _, m, _ in parts) == n
+    spare = {f: t[:1] for f, t in batch.items()}
+    parts = micro_batches(batch, k, n, 1, spare)
+    assert len(parts) == k and sum(m for _, m, _ in parts) == n  # k always (a spare, weighted 0, when n < k)
     torch.testing.assert_close(_grads(net, [w * _loss(net, p) for p, _, w in parts]), full, rtol=1e-12, atol=1e-12)
-    if n % min(k, n):  # unequal micro-batches: 1/k per micro-batch (the classic mistake) is wrong
-        naive = _grads(net, [_loss(net, p) / len(parts) for p, _, _ in parts])
+    real = [p for p, m, _ in parts if m]
+    if n % len(real):  # unequal micro-batches: 1/k per micro-batch (the classic mistake) is wrong
+        naive = _grads(net, [_loss(net, p) / len(real) for p in real])
         assert not all(torch.allclose(a, b, rtol=1e-6, atol=1e-9) for a, b in zip(naive, full))
 
 
