@@ -167,12 +167,16 @@ def _config(compiled, path: Path, train_sets: dict[str, str], cli: dict[str, Any
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its newest good checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in a run folder holding an earlier run (deletes its checkpoints).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (the per-epoch lines remain).")
+@click.option("--shard", is_flag=True, help="Under torchrun: shard the model between processes (FSDP2), not replicate it (DDP).")
 def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[int], batch: Optional[int],
         lr: Optional[float], device: Optional[str], precision: Optional[str], backend: str, sets: tuple[str, ...],
-        model: Optional[str], resume: bool, overwrite: bool, no_progress: bool) -> None:
-    """Train FILE's model per its train section and evaluate it."""
+        model: Optional[str], resume: bool, overwrite: bool, no_progress: bool, shard: bool) -> None:
+    """Train FILE's model per its train section and evaluate it (under torchrun: on every process)."""
+    from .runtime.distributed import silence_other_ranks
     from .runtime.rundir import RunDir
     from .runtime.saver import claim
+
+    silence_other_ranks()  # under torchrun rank 0 alone prints
 
     if epochs is not None and steps is not None:
         raise click.UsageError("give --epochs or --steps, not both")
@@ -184,11 +188,11 @@ def run(file: Path, out: Optional[Path], epochs: Optional[int], steps: Optional[
     with RunDir.open(out) as run_dir:  # checked and locked before any work
         claim(run_dir.path, resume=resume, overwrite=overwrite, log=click.echo, dry=True)
         _run(path, run_dir, parsed, model, resume, overwrite, not no_progress,
-             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device, precision=precision), backend)
+             dict(epochs=epochs, steps=steps, batch=batch, lr=lr, device=device, precision=precision), backend, shard)
 
 
 def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resume: bool, overwrite: bool,
-         progress: bool, cli: dict[str, Any], backend: str = "auto") -> None:
+         progress: bool, cli: dict[str, Any], backend: str = "auto", shard: bool = False) -> None:
     """``nndsl run`` once its run folder is locked: compile, configure, train, report."""
     from .runtime.config import describe
     from .runtime.metrics import fmt
@@ -212,7 +216,7 @@ def _run(path: Path, run_dir, parsed: dict[str, str], model: Optional[str], resu
     result = fit(module, cfg, run_dir, device=str(dev), resume=resume, overwrite=overwrite,
                  output_is_probs=bool(getattr(module, "output_is_probs", False)), progress=progress,
                  model_meta=dict(getattr(module, "nndsl_meta", {}) or {}), backend=backend,
-                 final_whole=_backend_used(module, dev) != "interpreted")
+                 final_whole=_backend_used(module, dev) != "interpreted", shard=shard)
     final = "  ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
     click.echo(f"final: {final}  ({result['samples_per_second']:,.0f} samples/s, {result['seconds']:.1f} s)")
     click.echo(f"saved {out}/checkpoints, metrics.json, run.json")

@@ -64,8 +64,10 @@ def listing(run_dir: Path) -> list[Checkpoint]:
 
 # ----------------------------------------------------------------------------- writing
 def nonfinite(state_dict: dict[str, torch.Tensor]) -> Optional[str]:
-    """The name of the first floating tensor holding nan or inf, or None."""
+    """The name of the first floating tensor holding nan or inf, or None (of a sharded tensor: in
+    this process's shard)."""
     for k, v in state_dict.items():
+        v = v.to_local() if hasattr(v, "to_local") else v
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             return k
     return None

@@ -95,6 +95,9 @@ SCHEDULES: dict[str, list[Arg]] = {
     "multistep": [Arg("milestones", "ints", REQUIRED), Arg("gamma", "float", 0.1, positive=True), _WARMUP],
     "cosine": [_WARMUP, Arg("min_lr", "float", 0.0, min=0.0)],
 }
+EARLY_STOPS: dict[str, list[Arg]] = {  # `early_stop = patience(3, metric="-loss")`; metric "best": best's
+    "patience": [Arg("evaluations", "int", REQUIRED, positive=True), Arg("metric", "str", "best")],
+}
 DATASETS: dict[str, list[Arg]] = {name: signature_of(fn) for name, fn in datasets.DATASETS.items()}
 METRICS = ("loss", "accuracy", "f1", "mse", "mae", "r2", "perplexity")
 HIGHER_IS_BETTER = ("accuracy", "f1", "r2")  # the rest, and train_loss, are better lower
@@ -117,7 +120,9 @@ class TrainConfig:
     l2: float = 0.0  # + l2 * sum w^2 over the same tensors (biases and norm parameters are exempt)
     epochs: Optional[int] = None  # epoch mode: passes over `data` (exactly one of epochs / steps; default 1 epoch)
     steps: Optional[int] = None  # step mode: optimizer steps (text data: random windows, nanoGPT-style)
-    batch: int = 32  # samples (sequences) per optimizer step
+    batch: int = 32  # samples (sequences) per optimizer step (under torchrun: over all processes together)
+    accumulate: int = 1  # micro-batches per optimizer step: the batch is cut in this many parts whose gradients
+    #                      add up (the loss weighted so they give the whole batch's gradient): less memory
     metrics: list[str] = field(default_factory=lambda: ["loss"])  # computed on `eval`
     clip: Optional[float] = None  # max global gradient norm; None: no clipping
     seed: int = 0  # seeds python, numpy, torch (and the model's initialization, via the CLI)
@@ -126,6 +131,8 @@ class TrainConfig:
     keep_last: int = 2  # periodic checkpoints kept in run/checkpoints (the best one is kept apart)
     best: Optional[str] = None  # keep the best checkpoint by this metric ("accuracy", "-loss": lower is
     #                             better; "none": no best checkpoint); None: the first of `metrics`
+    early_stop: Optional[Spec] = None  # patience(N, metric=...): stop when the metric has not improved for N
+    #                                    evaluations in a row (the best checkpoint is kept by that metric)
     eval_every: Optional[int] = None  # evaluate every N steps (epoch mode: epochs); None: at most 10 times per run,
     #                                   at most once per epoch, a small share of the run (runtime/evaluation.py)
     eval_batches: Optional[int] = None  # intermediate evaluations on this many batches (None: the whole eval
@@ -163,7 +170,8 @@ KEYS: dict[str, str] = {
     "data": "dataset", "eval": "dataset", "loss": "loss", "optimizer": "optimizer", "schedule": "schedule",
     "l1": "float>=0", "l2": "float>=0", "epochs": "int>0", "steps": "int>0", "batch": "int>0",
     "metrics": "metrics", "clip": "float>0", "seed": "int>=0", "checkpoint_every": "int>0",
-    "checkpoint_minutes": "float>0", "keep_last": "int>0", "best": "best",
+    "checkpoint_minutes": "float>0", "keep_last": "int>0", "best": "best", "accumulate": "int>0",
+    "early_stop": "early_stop",
     "eval_every": "int>0", "eval_batches": "int>0", "workers": "int>=0", "device": "device",
     "precision": "precision",
 }
@@ -394,6 +402,15 @@ def _set(cfg: TrainConfig, key: str, value: Any, span: Optional[Span], hp: dict[
         value = _metrics(value, span)
     elif kind == "best":
         value = _best(value, span)
+    elif kind == "early_stop":
+        if not isinstance(value, (Call, Ident)):
+            raise NndslConfigError(f'early_stop: expected a rule such as patience(3, metric="-loss"), '
+                                   f"got {_describe(value)}", span)
+        value = bind(value, EARLY_STOPS, "early-stopping rule", span, hp)
+        metric = value.kwargs["metric"]
+        if metric != "best" and _best(metric, value.span) == "none":  # _best: a metric it knows
+            raise NndslConfigError('patience(): metric "none" ranks nothing; name a metric such as "-loss"',
+                                   value.span)
     elif kind == "precision":  # a bare name reads as its text: precision = bf16
         value = check_value(_SCALAR_KINDS[kind], value.name if isinstance(value, Ident) else value,
                             getattr(value, "span", span), key, hp)
@@ -471,7 +488,9 @@ def describe(cfg: TrainConfig) -> str:
     lines.append(f"  data {cfg.data if cfg.data else '(none)'}")
     if cfg.eval:
         lines.append(f"  eval {cfg.eval}; metrics {', '.join(cfg.metrics)}")
-    extras = [f"{k} {getattr(cfg, k)}" for k in ("l1", "l2", "clip") if getattr(cfg, k)]
+    extras = [f"{k} {getattr(cfg, k)}" for k in ("l1", "l2", "clip", "early_stop") if getattr(cfg, k)]
+    if cfg.accumulate > 1:
+        extras.append(f"accumulate {cfg.accumulate} micro-batches per step")
     if cfg.precision != "fp32":
         extras.append(f"precision {cfg.precision}")
     if extras:

@@ -89,12 +89,32 @@ EXAMPLES = {
     ("key", "workers"): "workers = 4",
     ("key", "device"): 'device = "cpu"',
     ("key", "precision"): "precision = bf16",
+    ("key", "accumulate"): "accumulate = 4",
+    ("key", "early_stop"): 'early_stop = patience(5, metric="-loss")',
+    ("early_stop", "patience"): 'early_stop = patience(3, metric="accuracy")',
 }
+EARLY_STOPS = {
+    "patience": "Stop when `metric` has not improved for `evaluations` evaluations in a row (equal is no "
+                "improvement), log why, and keep the best checkpoint by that metric (unless `best` names "
+                "another). `metric` is ranked as `best` ranks (`\"accuracy\"`: higher is better, `\"-loss\"`: "
+                "lower); `\"best\"` takes `best`'s metric, else the first of `metrics`. A resumed run that "
+                "stopped early stays stopped.",
+}
+MANY_PROCESSES = (
+    "`nndsl run` under `torchrun --nproc-per-node N [--nnodes M ...]` trains on N processes per machine with "
+    "PyTorch's DistributedDataParallel (nccl on CUDA, one GPU per process; gloo on the CPU), or with FSDP2 "
+    "(`fully_shard`: parameters, gradients and optimizer state sharded) given `--shard`. `batch` stays the "
+    "global batch (it must divide by the number of processes): every process draws the same batch (the same "
+    "shuffle, the same random text windows) and trains on its own slice, each slice's loss weighted by its "
+    "share, so N processes train the single-process run. Every process evaluates the whole `eval` set; "
+    "process 0 alone logs and writes the run folder, and its `run.json` records `world_size`. `--resume` "
+    "loads the same checkpoint on every process (each one's RNG state and running loss are in it).")
 _KIND_WORDS = {"dataset": "a dataset (see [Datasets](#datasets))", "loss": "a loss (see [Losses](#losses))",
                "optimizer": "an optimizer (see [Optimizers](#optimizers))",
                "schedule": "a schedule (see [Schedules](#schedules))",
                "metrics": "a list of metrics (see [Metrics](#metrics))",
                "best": 'a metric name, `"-name"` (lower is better), `"+name"` or `none`',
+               "early_stop": "an early-stopping rule (see [Early stopping](#early-stopping))",
                "float>=0": "number >= 0", "float>0": "number > 0", "int>0": "integer > 0",
                "int>=0": "integer >= 0", "device": " \\| ".join(f"`{d}`" for d in C.DEVICES),
                "precision": " \\| ".join(f"`{p}`" for p in C.PRECISIONS)}
@@ -245,6 +265,8 @@ def render() -> str:
     out += _entries("Optimizers", "optimizer", "optimizer", C.OPTIMIZERS, OPTIMIZERS,
                     "`lr` here is the base learning rate the schedule scales.")
     out += _entries("Schedules", "schedule", "schedule", C.SCHEDULES, SCHEDULES, SCHEDULE_NOTE)
+    out += _entries("Early stopping", "early_stop", "early_stop", C.EARLY_STOPS, EARLY_STOPS,
+                    "`early_stop = patience(...)` ends a run early; unset, a run trains for all its epochs or steps.")
     out += ["## Metrics", "",
             f"`metrics = [...]` names what each evaluation computes on the `eval` set. A run reports them as "
             f"`{evaluation.PREFIX}<metric>` (`val_loss`, `val_accuracy`), beside `{evaluation.TRAIN_LOSS}` (the "
@@ -267,6 +289,9 @@ def render() -> str:
             + ", ".join(f"`{k}`" for k in C.OVERRIDABLE) + ". `--set` also sets the model's hyperparameters "
             "(`--set D=256`); a hyperparameter named like a key wins. `nndsl run` also takes `--epochs`, "
             "`--steps`, `--batch`, `--lr`, `--device` and `--precision`.", ""]
+    out += ["## Many processes", "", MANY_PROCESSES, "",
+            "```nn", "batch      = 64   # over all processes: 16 each on 4", "accumulate = 2    # 8 at a time",
+            "```", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -1,6 +1,6 @@
 """A run folder: checked before any work, locked for the whole run, written only atomically.
 
-    run_dir/run.json         the model's source, name, hyperparameters, train settings (``nndsl.load``)
+    run_dir/run.json         the model's source, name, hyperparameters, train settings, world_size (``nndsl.load``)
     run_dir/metrics.json     {"final": {...}, "history": [...], "samples_per_second": ..., "seconds": ...}
     run_dir/.lock            held (``fcntl.flock``) by the run using the folder; holds its pid
     run_dir/checkpoints/     one folder per checkpoint (``checkpoint.py``)
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import NndslConfigError, NndslDataError
+from .distributed import env_rank
 
 METRICS, RUN, LOCK, CHECKPOINTS = "metrics.json", "run.json", ".lock", "checkpoints"
 TMP_PREFIX = ".tmp-"  # temp files and folders; whatever bears it at a start is a killed run's leftover
@@ -132,8 +133,9 @@ def read_json(path: Path, what: str) -> Any:
 class RunDir:
     """An open run folder: checked, locked (until ``close``), leftovers of a killed run removed."""
 
-    def __init__(self, path: Path, lock_fd: int, removed: list[str]):
+    def __init__(self, path: Path, lock_fd: Optional[int], removed: list[str], writer: bool = True):
         self.path, self._fd, self.removed = path, lock_fd, removed
+        self.writer = writer  # False: another rank of a torchrun run (it reads checkpoints, rank 0 writes)
 
     @property
     def checkpoints(self) -> Path:
@@ -142,6 +144,8 @@ class RunDir:
     @classmethod
     def open(cls, path: Path) -> "RunDir":
         path = Path(path)
+        if env_rank() != 0:  # under torchrun rank 0 checks, locks and writes the folder
+            return cls(path, None, [], writer=False)
         _check_place(path)
         try:
             path.mkdir(parents=True, exist_ok=True)

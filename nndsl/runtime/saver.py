@@ -19,23 +19,47 @@ from . import checkpoint as ckpt
 from .config import HIGHER_IS_BETTER, TrainConfig
 from .evaluation import val_name
 
+AGREE_EVERY = 25  # steps between readings of the checkpoint clock under torchrun (one broadcast each)
+
 
 def best_metric(cfg: TrainConfig, has_eval: bool) -> Optional[tuple[str, float]]:
-    """(metric, sign) to rank checkpoints by (sign +1: higher is better), or None for no best checkpoint."""
-    name = cfg.best or (cfg.metrics[0] if has_eval and cfg.metrics else "train_loss")
-    if name == "none":
-        return None
+    """(metric, sign) to rank checkpoints by (sign +1: higher is better), or None for no best checkpoint:
+    ``best``, else the early-stopping metric, else the first of ``metrics`` (train_loss without eval)."""
+    stop = cfg.early_stop.kwargs["metric"] if cfg.early_stop is not None else "best"
+    name = cfg.best or (stop if stop != "best" else None) or default_metric(cfg, has_eval)
+    return None if name == "none" else ranking(name)
+
+
+def default_metric(cfg: TrainConfig, has_eval: bool) -> str:
+    return cfg.metrics[0] if has_eval and cfg.metrics else "train_loss"
+
+
+def ranking(name: str) -> tuple[str, float]:
+    """A metric as the train section names it ("accuracy", "-loss") -> (recorded name, sign)."""
     if name[0] in "+-":  # evaluation metrics are recorded as val_<metric>
         return val_name(name[1:]), 1.0 if name[0] == "+" else -1.0
     return val_name(name), 1.0 if name.removeprefix("val_") in HIGHER_IS_BETTER else -1.0
+
+
+def better(entry: dict[str, Any], metric: tuple[str, float], than: Optional[float], what: str) -> Optional[float]:
+    """``entry``'s value of ``metric`` when it is finite and beats ``than`` (None: nothing yet), else None."""
+    key, sign = metric
+    if key not in entry:
+        raise NndslConfigError(f"{what} = {key}: the run computes no '{key}' (it has {', '.join(entry)})",
+                               hint="pick one of `metrics` (with an eval set), or train_loss")
+    value = float(entry[key])
+    if not math.isfinite(value) or (than is not None and sign * value <= sign * than):
+        return None
+    return value
 
 
 class Saver:
     """Writes the checkpoints of one run into ``run_dir`` (None: writes nothing)."""
 
     def __init__(self, run_dir: Optional[Path], cfg: TrainConfig, *, every: int, has_eval: bool,
-                 log: Callable[[str], None]):
+                 log: Callable[[str], None], agree: Optional[Callable[[bool], bool]] = None):
         self.run_dir, self.every, self.keep_last, self.log = run_dir, every, cfg.keep_last, log
+        self.agree = agree  # many processes: rank 0's reading of the clock, for every rank
         self.seconds = cfg.checkpoint_minutes * 60.0
         self.metric = best_metric(cfg, has_eval)
         self.best_value: Optional[float] = None  # restored from the state on resume
@@ -43,30 +67,32 @@ class Saver:
         self.clock = time.monotonic()
 
     def due(self, step: int) -> bool:
-        """A periodic checkpoint is due at ``step`` (by count or by time)."""
-        return step % self.every == 0 or time.monotonic() - self.clock >= self.seconds
+        """A periodic checkpoint is due at ``step`` (by count or by time; with many processes the
+        clock is read every ``AGREE_EVERY`` steps, rank 0's, so that all save together)."""
+        if step % self.every == 0:
+            return True
+        late = time.monotonic() - self.clock >= self.seconds
+        if self.agree is None:
+            return late
+        return step % AGREE_EVERY == 0 and self.agree(late)
 
     def improved(self, entry: dict[str, Any]) -> bool:
         """Whether the evaluation ``entry`` beats the best so far by the ``best`` metric."""
         if self.metric is None or self.run_dir is None:
             return False
-        key, sign = self.metric
-        if key not in entry:
-            raise NndslConfigError(f"best = {key}: the run computes no '{key}' (it has {', '.join(entry)})",
-                                   hint="pick one of `metrics` (with an eval set), or train_loss")
-        value = float(entry[key])
-        if not math.isfinite(value) or (self.best_value is not None and sign * value <= sign * self.best_value):
+        value = better(entry, self.metric, self.best_value, "best")
+        if value is None:
             return False
         self.best_value = value
         return True
 
-    def save(self, step: int, model: torch.nn.Module, state: dict[str, Any], *, periodic: bool = True,
+    def save(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any], *, periodic: bool = True,
              best: bool = False) -> None:
         """Write the checkpoint of ``step`` (weights must be finite: the caller checks) and prune."""
         if self.run_dir is None or not (periodic or best):
             return
         state = dict(state, best_value=self.best_value)
-        ckpt.write(self.run_dir, step, model.state_dict(), state, periodic=periodic, best=best)
+        ckpt.write(self.run_dir, step, weights, state, periodic=periodic, best=best)
         ckpt.prune(self.run_dir, self.keep_last)
         self.clock = time.monotonic()
         self.last_saved = step

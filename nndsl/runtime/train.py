@@ -31,6 +31,9 @@ from ..objective import training_objective
 from . import checkpoint as ckpt
 from . import data
 from .config import Spec, TrainConfig
+from .accumulate import micro_batches
+from .distributed import Cluster
+from .early_stop import EarlyStop
 from .losses import make_loss
 from .evaluation import TRAIN_LOSS, eval_interval, evaluate, metrics_without_eval
 from .feed import Feed, first as _first, forward as _forward, to_device as _to
@@ -116,7 +119,7 @@ def _penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor:
 def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, RunDir] = None, *,
         device: Optional[str] = None, resume: bool = False, overwrite: bool = False, output_is_probs: bool = False,
         progress: bool = True, model_meta: Optional[dict] = None, backend: Optional[str] = None,
-        log: Callable[[str], None] = tqdm.write, final_whole: bool = True) -> dict[str, Any]:
+        log: Callable[[str], None] = tqdm.write, final_whole: bool = True, shard: bool = False) -> dict[str, Any]:
     """Train ``model`` per ``cfg``; write checkpoints and metrics under ``out_dir`` (None: write nothing).
 
     ``out_dir``: a folder, or a ``RunDir`` the caller opened (and locked) already.
@@ -127,6 +130,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, Run
     ``backend`` (the ``--backend`` the model was compiled for; the weights load into any backend).
     ``final_whole``: the final evaluation covers the whole evaluation set, even with ``eval_batches``
     (False: ``eval_batches`` there too, for the slow Triton interpreter).
+    Under ``torchrun`` the run spans its processes (DDP; FSDP2 with ``shard``; ``distributed.py``):
+    rank 0 alone logs and writes ``out_dir``.
     Returns ``{"final": {"train_loss": ..., "val_<metric>": ...}, "history": [...], "samples_per_second": ...,
     "seconds": ...}``.
     """
@@ -135,25 +140,31 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, out_dir: Union[None, Path, Run
                                hint='e.g. data = mnist("data/mnist", split="train")')
     if resume and out_dir is None:
         raise NndslConfigError("--resume needs the run folder (--out)")
+    cluster = Cluster.start(resolve_device(device or cfg.device), shard)  # torchrun's process group, if any
+    if not cluster.main:
+        log, progress = (lambda line: None), False
     run = RunDir.open(out_dir) if out_dir is not None and not isinstance(out_dir, RunDir) else out_dir
     try:
-        if run is not None:
+        if run is not None and run.writer:
             if run.removed:
                 log(f"removed {len(run.removed)} leftovers of an interrupted run in {run.path}")
             claim(run.path, resume=resume, overwrite=overwrite, log=log)
         meta = dict(model_meta or {}, **({"backend": backend} if backend is not None else {}))
         return _fit(model, cfg, run, device=device, resume=resume, output_is_probs=output_is_probs,
-                    progress=progress, model_meta=meta, log=log, final_whole=final_whole)
+                    progress=progress, model_meta=meta, log=log, final_whole=final_whole, cluster=cluster)
     finally:
         if run is not None and run is not out_dir:
             run.close()
+        cluster.close()
 
 
 def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, output_is_probs, progress,
-         model_meta, log, final_whole) -> dict[str, Any]:
-    out_dir = run.path if run is not None else None
-    dev = resolve_device(device or cfg.device)
-    seed_everything(cfg.seed)
+         model_meta, log, final_whole, cluster: Cluster) -> dict[str, Any]:
+    read_dir = run.path if run is not None else None  # where --resume reads (every process)
+    out_dir = read_dir if run is not None and run.writer else None  # where this process writes (rank 0)
+    dev = cluster.device(resolve_device(device or cfg.device))
+    seed_everything(cfg.seed + cluster.rank)  # rank 0 as one process; other ranks draw other dropout masks
+    cluster.check_batch(cfg.batch, cfg.spans.get("batch"))
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -176,40 +187,53 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         raise NndslConfigError("a loss written as an expression trains a model compiled from the same file",
                                cfg.spans.get("loss"))
     feed = Feed(model, train_src, cfg, "data")
-    opt = build_optimizer(model, cfg.optimizer)
-    weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
+
+    def step_loss(batch: dict, first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss, the loss + the l1/l2 penalties): the forward DDP or FSDP2 wraps."""
+        loss = _loss(model, loss_fn, feed, batch, first=first, source=train_src, cfg=cfg, objective=objective)
+        if not (cfg.l1 or cfg.l2):
+            return loss, loss
+        weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]  # l1 / l2 apply to these
+        return loss, loss + _penalty(weights, cfg.l1, cfg.l2)
+    stepper = cluster.wrap(model, step_loss)  # DDP / FSDP2 under torchrun
+    opt = build_optimizer(model, cfg.optimizer)  # after wrap: FSDP2 shards the parameters
     step_mode = cfg.mode == "steps"
     per_epoch = data.batches_per_epoch(len(train_src), cfg.batch)
     total = cfg.steps if step_mode else cfg.epochs * per_epoch
     schedule = Schedule(cfg.schedule, cfg.lr, total, per_epoch, step_mode)
     eval_every = eval_interval(cfg, total, per_epoch, len(eval_src) if eval_src is not None else None)
     saver = Saver(out_dir, cfg, every=cfg.checkpoint_every * (1 if step_mode else per_epoch)
-                  if cfg.checkpoint_every else eval_every, has_eval=eval_src is not None, log=log)
-    sampler = torch.Generator().manual_seed(cfg.seed)  # random text windows in step mode
+                  if cfg.checkpoint_every else eval_every, has_eval=eval_src is not None, log=log,
+                  agree=cluster.agree if cluster.enabled else None)
+    stopper = EarlyStop(cfg, has_eval=eval_src is not None)
+    sampler = torch.Generator().manual_seed(cfg.seed)  # random text windows in step mode (the same on every rank)
+    spare = train_src[torch.zeros(1, dtype=torch.long)]  # stands in for an empty micro-batch (accumulate.py)
+    parts = min(cfg.accumulate, cfg.batch // cluster.world)  # micro-batches per step, the same on every rank
     watch = LossWatch(dev)
 
     st: dict[str, Any] = {"step": 0, "history": [], "train_seconds": 0.0, "seconds": 0.0, "samples": 0,
                           "final": {}}
     interval = None
     if resume:
-        found, w, saved = ckpt.newest(out_dir, log=log)
+        found, w, saved = ckpt.newest(read_dir, log=log)
         try:
-            model.load_state_dict(w)
-            opt.load_state_dict(saved["optimizer"])
+            cluster.load(model, opt, w, saved["optimizer"])
             sampler.set_state(saved["sampler"])
             amp.load_state_dict(saved.get("scaler"))
-            interval = Interval(dev, saved.get("interval"))
+            interval = Interval(dev, cluster.own(saved, "interval"))
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise NndslDataError(f"the checkpoint {found.path} does not fit this model or optimizer: "
                                  f"{str(e).strip().splitlines()[0]}",
                                  hint="resume with the same model, hyperparameters and optimizer") from None
-        ckpt.set_rng_state(saved["rng"])
+        ckpt.set_rng_state(cluster.own(saved, "rng", saved["rng"]))
+        stopper.load(saved.get("early_stop"))
         st.update({k: saved[k] for k in st})
         saver.best_value, saver.last_saved = saved.get("best_value"), found.step
         log(f"resuming from {found.path} (step {found.step})")
     if out_dir is not None:
         meta = dict(model_meta or {})
-        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs, data=data.record(train_src, feed.inputs))
+        meta.update(train=cfg.as_dict(), output_is_probs=output_is_probs, data=data.record(train_src, feed.inputs),
+                    world_size=cluster.world)
         if isinstance(train_src, data.TextSource):
             meta["vocab"] = train_src.vocab
         save_json(out_dir / RUN, meta)
@@ -236,22 +260,30 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
 
     def save(step: int, periodic: bool = True, best: bool = False) -> None:
         st["seconds"] = seconds0 + time.perf_counter() - clock0
+        if read_dir is None:
+            return
+        weights, optim = cluster.full_state(model, opt)  # FSDP2: gathered from every rank
+        ranks = cluster.gather({"rng": ckpt.rng_state(), "interval": iv.state()})  # each rank's, on rank 0
         if out_dir is None:
             return
         check_finite(step)
-        saver.save(step, model, {"optimizer": opt.state_dict(), "sampler": sampler.get_state(),
-                                 "rng": ckpt.rng_state(), "interval": iv.state(), "scaler": amp.state_dict(), **st}, periodic=periodic, best=best)
+        saver.save(step, weights, {"optimizer": optim, "sampler": sampler.get_state(), "rng": ckpt.rng_state(),
+                                   "interval": iv.state(), "scaler": amp.state_dict(), "early_stop": stopper.state(),
+                                   **({"ranks": ranks} if ranks else {}), **st}, periodic=periodic, best=best)
 
-    def record(step: int, lr: float) -> bool:
-        """Evaluate, append to the history, print one line, rewrite metrics.json; True if a new best."""
+    def record(step: int, lr: float) -> tuple[bool, Optional[str]]:
+        """Evaluate, append to the history, print one line, rewrite metrics.json; (a new best?, why
+        the run stops early or None), rank 0's on every rank."""
         check_finite(step)
         st["train_seconds"] += iv.stop()
+        cluster.sum_interval(iv)  # the running loss over every rank's examples
         st["samples"] += iv.n
         st["final"] = {TRAIN_LOSS: iv.mean()}
         if eval_src is not None:  # the final evaluation covers the whole set, intermediate ones eval_batches
             limit = None if step == total and final_whole else cfg.eval_batches
-            st["final"].update(evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective, limit=limit,
-                                        progress=progress))
+            with cluster.gathered():  # every rank evaluates the whole set
+                st["final"].update(evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective,
+                                            limit=limit, progress=progress))
         entry: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr, **st["final"],
                                  "samples_per_second": iv.rate()}
         st["history"].append(entry)
@@ -261,58 +293,66 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
         st["seconds"] = seconds0 + time.perf_counter() - clock0
         if out_dir is not None:
             save_json(out_dir / METRICS, results(), "metrics")
-        tracker.log(entry)  # log.csv and TensorBoard
-        return saver.improved(entry)
+        tracker.log(entry)  # log.csv and TensorBoard (rank 0: the others have no out_dir)
+        return cluster.agree((saver.improved(entry), stopper.update(entry)))
 
     start = st["step"]
     tracker = Tracker(out_dir, start=start, history=st["history"], config=cfg.as_dict())
-    if start >= total:
-        log(f"already trained to step {start} of {total}; nothing to do")
+    if start >= total or stopper.stopped:
+        log(f"already trained to step {start} of {total}{' (stopped early)' * stopper.stopped}; nothing to do")
     batches = data.train_batches(train_src, cfg.batch, seed=cfg.seed, start=start, step_mode=step_mode,
-                                 generator=sampler, workers=cfg.workers, pin=dev.type == "cuda")
+                                 generator=sampler, workers=cfg.workers, pin=dev.type == "cuda",
+                                 rank=cluster.rank, world=cluster.world)  # this process's slice of each batch
     iv, bar, step = interval or Interval(dev), None, start
     try:
-        while step < total:
+        while step < total and not stopper.stopped:
             if bar is None:  # one bar per epoch (epoch mode) or for the whole run (step mode)
                 bar = tqdm(total=total if step_mode else per_epoch, initial=step if step_mode else step % per_epoch,
                            desc="train" if step_mode else f"epoch {step // per_epoch + 1}/{cfg.epochs}",
                            disable=not progress, leave=False, dynamic_ncols=True, unit="step")
-            batch = _to(next(batches), dev)
+            batch = next(batches)
             lr = schedule(step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with amp.autocast():  # the forward in the run's precision (the loss in fp32: amp.loss / the objective)
-                loss = _loss(model, loss_fn, feed, batch, first=step == start, source=train_src, cfg=cfg,
-                             objective=objective)
-            total_loss = loss + _penalty(weights, cfg.l1, cfg.l2) if (cfg.l1 or cfg.l2) else loss
             opt.zero_grad(set_to_none=True)
-            amp.backward(total_loss)
+            # `accumulate` micro-batches, each loss weighted by its share of the global batch
+            micro_parts = micro_batches(batch, parts, data.global_batch(train_src, cfg.batch, step, step_mode),
+                                        cluster.world, spare)
+            for i, (micro, n, weight) in enumerate(micro_parts):
+                with cluster.syncing(last=i == parts - 1):  # gradients averaged between ranks once a step
+                    with amp.autocast():  # the forward in the run's precision (the loss in fp32: amp.loss / the objective)
+                        loss, total_loss = stepper(_to(micro, dev), first=step == start and i == 0)
+                    amp.backward(total_loss * weight)
+                watch.update(loss, step + 1)
+                iv.add(loss, n)
             if cfg.clip:
                 amp.unscale(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             amp.step(opt)
             step += 1
             st["step"] = step
-            watch.update(loss, step)
-            iv.add(loss, len(next(iter(batch.values()))))
             bar.update(1)
             if step % _CHECK_EVERY == 0:
                 check_finite(step)
                 if progress:
                     bar.set_postfix_str(f"{TRAIN_LOSS} {iv.mean():.4f}  lr {lr:.2e}  {iv.rate():,.0f} samples/s",
                                         refresh=False)
-            improved = False
+            improved, stop = False, None
             if step % eval_every == 0 or step == total:
                 if not step_mode:
                     bar.close()
                     bar = None
-                improved = record(step, lr)
+                improved, stop = record(step, lr)
                 iv = Interval(dev)
-            periodic = step == total or saver.due(step)
+                if stop:
+                    log(stop)
+            periodic = step == total or stop is not None or saver.due(step)
             if periodic or improved:
                 save(step, periodic=periodic, best=improved)
-    except KeyboardInterrupt:
-        if out_dir is not None and st["step"] != saver.last_saved:
+            if stop:
+                stopper.stopped = True
+    except KeyboardInterrupt:  # (under torchrun every rank is interrupted at its own point: no collective save)
+        if out_dir is not None and not cluster.enabled and st["step"] != saver.last_saved:
             save(st["step"])
             log(f"interrupted at step {st['step']}; checkpoint saved in {out_dir} (continue with --resume)")
         raise
@@ -321,7 +361,8 @@ def _fit(model, cfg: TrainConfig, run: Optional[RunDir], *, device, resume, outp
             bar.close()
         tracker.close()
     if not st["final"] and eval_src is not None:
-        st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective, progress=progress)
+        with cluster.gathered():
+            st["final"] = evaluate(model, eval_src, cfg, loss_fn, output_is_probs, dev, objective, progress=progress)
     st["seconds"] = seconds0 + time.perf_counter() - clock0
     out = results()
     if out_dir is not None:

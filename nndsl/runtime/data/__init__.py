@@ -23,8 +23,8 @@ from .arrays import csv, npz, synthetic_regression
 from .idx import fashion_mnist, mnist, read_idx
 from .fields import FieldDesc, Plan, adapt, input_fields, target_field
 from .record import Preprocess, record
-from .sources import (EpochBatches, Mapped, Source, TextSource, batches_per_epoch, eval_batches, loader,
-                      train_batches)
+from .sources import (EpochBatches, Mapped, Source, TextSource, batches_per_epoch, eval_batches, global_batch,
+                      loader, train_batches)
 from .text import text
 from .validate import check_targets, fits as check_fits, loaded
 
@@ -57,5 +57,5 @@ def _what(spec) -> str:
 
 __all__ = ["DATASETS", "load", "loaded", "check_fits", "check_targets", "Source", "TextSource", "Mapped", "EpochBatches",
            "FieldDesc", "Plan", "adapt", "input_fields", "target_field", "Preprocess", "record",
-           "batches_per_epoch", "eval_batches", "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
+           "batches_per_epoch", "global_batch", "eval_batches", "loader", "train_batches", "mnist", "fashion_mnist", "text", "npz", "csv", "synthetic_regression",
            "read_idx"]

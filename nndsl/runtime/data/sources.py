@@ -128,9 +128,10 @@ class TextSource(Source):
         x, y = self._windows(torch.as_tensor(idx) * self.context)
         return {"x": x, "y": y}
 
-    def sample(self, batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def sample(self, batch: int, generator: torch.Generator, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        """``batch`` windows at random offsets; of ``world`` processes, rank ``rank`` keeps its slice."""
         starts = torch.randint(len(self.tokens) - self.context, (batch,), generator=generator)
-        x, y = self._windows(starts)
+        x, y = self._windows(torch.tensor_split(starts, world)[rank])
         return {"x": x, "y": y}
 
     @property
@@ -161,16 +162,20 @@ class EpochBatches(Sampler):
     """Index tensors of one epoch: a (seed, epoch)-determined permutation, cut into batches.
 
     ``skip`` drops the first batches (a run resumed mid-epoch); the last batch may be short.
+    Of ``world`` processes, rank ``rank`` takes its contiguous slice of each (global) batch: the
+    slices of one batch are disjoint and together the single-process batch.
     """
 
-    def __init__(self, n: int, batch: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, skip: int = 0):
+    def __init__(self, n: int, batch: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, skip: int = 0,
+                 rank: int = 0, world: int = 1):
         self.n, self.batch, self.shuffle, self.seed, self.epoch, self.skip = n, batch, shuffle, seed, epoch, skip
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle \
             else torch.arange(self.n)
         for i in range(self.skip * self.batch, self.n, self.batch):
-            yield order[i : i + self.batch]
+            yield torch.tensor_split(order[i : i + self.batch], self.world)[self.rank]
 
     def __len__(self) -> int:
         return max(0, batches_per_epoch(self.n, self.batch) - self.skip)
@@ -178,6 +183,14 @@ class EpochBatches(Sampler):
 
 def batches_per_epoch(n: int, batch: int) -> int:
     return -(-n // batch)
+
+
+def global_batch(source: Source, batch: int, step: int, step_mode: bool) -> int:
+    """Examples in the (global) batch of optimizer step ``step`` (0-based): ``batch``, less for the
+    last batch of an epoch."""
+    if step_mode and source.random_windows:
+        return batch
+    return min(batch, len(source) - (step % batches_per_epoch(len(source), batch)) * batch)
 
 
 def loader(source: Source, sampler: Sampler, *, workers: int = 0, pin: bool = False) -> DataLoader:
@@ -192,21 +205,23 @@ def loader(source: Source, sampler: Sampler, *, workers: int = 0, pin: bool = Fa
 
 def train_batches(source: Source, batch: int, *, seed: int, start: int, step_mode: bool,
                   generator: Optional[torch.Generator] = None, workers: int = 0,
-                  pin: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+                  pin: bool = False, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Training batches from optimizer step ``start`` on, endlessly.
 
     Text in step mode: random windows drawn with ``generator`` (whose state the checkpoint keeps).
     Otherwise: epoch after epoch of shuffled batches; step ``s`` is batch ``s % per_epoch`` of
-    epoch ``s // per_epoch``.
+    epoch ``s // per_epoch``. Of ``world`` processes, rank ``rank`` gets its slice of each batch
+    (every rank draws the same global batch: ranks never repeat each other's examples or windows).
     """
     if step_mode and source.random_windows:
         assert generator is not None
         while True:
-            yield source.sample(batch, generator)
+            yield source.sample(batch, generator, rank, world)
     per_epoch = batches_per_epoch(len(source), batch)
     epoch, skip = divmod(start, per_epoch)
     while True:
-        sampler = EpochBatches(len(source), batch, shuffle=True, seed=seed, epoch=epoch, skip=skip)
+        sampler = EpochBatches(len(source), batch, shuffle=True, seed=seed, epoch=epoch, skip=skip,
+                               rank=rank, world=world)
         yield from loader(source, sampler, workers=workers, pin=pin)
         epoch, skip = epoch + 1, 0
 
