@@ -50,7 +50,7 @@ def assert_close_all(a: list, b: list, atol: float, rtol: float, what: str) -> N
     for i, (x, y) in enumerate(zip(a, b)):
         assert (x is None) == (y is None), f"{what} {i}: one side has no gradient"
         if x is not None:
-            torch.testing.assert_close(x, y, atol=atol, rtol=rtol, msg=lambda m: f"{what} {i}: {m}")
+            torch.testing.assert_close(x, y, atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{what} {i}: {m}")
 
 
 def graph(src: str, **hp):
