@@ -65,6 +65,8 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(D)
         self.lm_head = nn.Linear(D, vocab, bias=False)
         self.lm_head.weight = self.wte.weight  # tied, as nanoGPT and examples/gpt_shakespeare.nn
+        nn.init.normal_(self.wte.weight, std=0.02)
+        nn.init.normal_(self.wpe.weight, std=0.02)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(idx.shape[1], device=idx.device)

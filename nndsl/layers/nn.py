@@ -149,25 +149,26 @@ _conv("conv2d")
 
 
 # ------------------------------------------------------------------------------------ embeddings
-@builtin("embedding", "idx: tensor, num: int, dim: int, weight: any = none", stateful=True)
-def embedding(b: Builder, idx, num, dim, weight):
-    """Lookup table (nn.Embedding): int idx [...] -> [..., dim]; weight [num, dim] ~ N(0, 1), or shared
-    with weight= (a parameter path such as "lm_head.weight", or a tensor)."""
-    check_positive(b, "embedding", num=num, dim=dim)
+@builtin("embedding", "idx: tensor, num: int, dim: int, weight: any = none, std: float = 1.0", stateful=True)
+def embedding(b: Builder, idx, num, dim, weight, std):
+    """Lookup table (nn.Embedding): int idx [...] -> [..., dim]; weight [num, dim] ~ N(0, std²) (std 1 as
+    nn.Embedding; nanoGPT's 0.02 suits a table the output head shares), or shared with weight= (a
+    parameter path such as lm_head.weight, or a tensor)."""
+    check_positive(b, "embedding", num=num, dim=dim, std=std)
     if weight is None:
-        w = b.param("weight", (num, dim), init="normal", init_args={"mean": 0.0, "std": 1.0})
+        w = b.param("weight", (num, dim), init="normal", init_args={"mean": 0.0, "std": float(std)})
     else:
         w = shared_weight(b, "embedding", weight, (num, dim))
     return b.op("embedding", [idx, w])
 
 
-@builtin("pos_embedding", "x: tensor, max_len: int, dim: int", stateful=True)
-def pos_embedding(b: Builder, x, max_len, dim):
-    """Learned positions for dim 1 of x: [T, dim] (the first T rows of weight [max_len, dim])."""
-    check_positive(b, "pos_embedding", max_len=max_len, dim=dim)
+@builtin("pos_embedding", "x: tensor, max_len: int, dim: int, std: float = 1.0", stateful=True)
+def pos_embedding(b: Builder, x, max_len, dim, std):
+    """Learned positions for dim 1 of x: [T, dim] (the first T rows of weight [max_len, dim] ~ N(0, std²))."""
+    check_positive(b, "pos_embedding", max_len=max_len, dim=dim, std=std)
     if x.type.rank < 2:
         raise b.error(f"pos_embedding reads the sequence length from dim 1 of x, got {describe(x)}")
-    w = b.param("weight", (max_len, dim), init="normal", init_args={"mean": 0.0, "std": 1.0})
+    w = b.param("weight", (max_len, dim), init="normal", init_args={"mean": 0.0, "std": float(std)})
     return b.op("pos_embedding", [x, w], {"axis": 1})
 
 

@@ -170,3 +170,15 @@ def test_an_attribute_that_is_not_a_parameter_path_says_so():
     with pytest.raises(nndsl.NndslError) as e:
         nndsl.compile(src)
     assert (e.value.span.line, e.value.span.col) == (2, 9) and "call a method (x.shape(...))" in e.value.message
+
+
+def test_embedding_tables_take_an_init_scale():
+    src = """model M(idx: i64[B, T], V: int = 301, D: int = 64) -> f32[B, T, D] {
+        return embedding(idx, V, D, name="wte", std=0.02) + pos_embedding(idx, 32, D, name="wpe")
+    }"""
+    m = nndsl.compile(src)
+    sd = m.state_dict()
+    assert abs(sd["wte.weight"].std().item() - 0.02) < 0.002
+    assert abs(sd["wpe.weight"].std().item() - 1.0) < 0.1
+    with pytest.raises(NndslTypeError, match="std must be positive"):
+        nndsl.compile(src.replace("std=0.02", "std=0.0"))
