@@ -147,6 +147,10 @@ def _compile(source: str, consts: tuple) -> Any:
     """Execute the generated step in a namespace of its own (``kv`` is this module)."""
     import sys
 
+    from . import safety
+
+    public = frozenset(n for n in globals() if not n.startswith("_"))
+    safety.check(source, name="step", fixed=("self", "cache", "pos"), names=frozenset({"kv"}), attrs=public)
     filename = f"<nndsl-decode-{next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict[str, Any] = {"torch": torch, "F": F, "rt": rt, "K": consts, "kv": sys.modules[__name__]}

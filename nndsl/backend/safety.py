@@ -18,6 +18,7 @@ Anything else raises ``NndslLoweringError``.
 from __future__ import annotations
 
 import ast
+import contextvars
 import functools
 import math
 import re
@@ -64,8 +65,23 @@ def _fail(what: str, node: ast.AST) -> NndslLoweringError:
     return NndslLoweringError(f"generated code rejected by the safety check: {what} (line {line} of forward)")
 
 
-def check(source: str) -> None:
-    """Raise NndslLoweringError unless ``source`` is a forward of the allowed shape."""
+def check(source: str, *, name: str = "forward", fixed: tuple = ("self",), names: frozenset = frozenset(),
+          attrs: frozenset = frozenset()) -> None:
+    """Raise NndslLoweringError unless ``source`` is a forward of the allowed shape.
+
+    Other generated functions (``backend.decode``'s ``step``) pass their ``name``, their ``fixed``
+    leading parameters, the extra global ``names`` they read and the extra ``attrs`` those have."""
+    token = _extra.set((frozenset(names) | frozenset(fixed), frozenset(attrs)))
+    try:
+        _check(source, name, tuple(fixed))
+    finally:
+        _extra.reset(token)
+
+
+_extra: contextvars.ContextVar = contextvars.ContextVar("nndsl_safety_extra", default=(frozenset(), frozenset()))
+
+
+def _check(source: str, name: str, fixed: tuple) -> None:
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -74,11 +90,12 @@ def check(source: str) -> None:
         raise _fail("the module must hold exactly one function", tree)
     fn = tree.body[0]
     a = fn.args
-    if (fn.name != "forward" or fn.decorator_list or fn.returns or a.vararg or a.kwarg or a.kwonlyargs
+    if (fn.name != name or fn.decorator_list or fn.returns or a.vararg or a.kwarg or a.kwonlyargs
             or a.posonlyargs or a.defaults or getattr(fn, "type_params", None)):
-        raise _fail("the function must be a plain 'def forward(self, ...)'", fn)
+        raise _fail(f"the function must be a plain 'def {name}({', '.join(fixed)}, ...)'", fn)
     params = [p.arg for p in a.args]
-    if not params or params[0] != "self" or not all(GENERATED.match(p) for p in params[1:]) \
+    k = len(fixed)
+    if tuple(params[:k]) != fixed or not all(GENERATED.match(p) for p in params[k:]) \
             or any(p.annotation for p in a.args):
         raise _fail(f"bad parameter list {params}", fn)
     for stmt in fn.body:
@@ -96,11 +113,13 @@ def _check_node(node: ast.AST) -> None:
         raise _fail(f"operator {type(node).__name__} is not allowed", node)
     if not isinstance(node, _EXPRESSIONS):
         raise _fail(f"{type(node).__name__} is not allowed", node)
-    if isinstance(node, ast.Name) and not (node.id in SCOPE_NAMES or GENERATED.match(node.id)):
+    extra_names, extra_attrs = _extra.get()
+    if isinstance(node, ast.Name) and not (node.id in SCOPE_NAMES or node.id in extra_names
+                                           or GENERATED.match(node.id)):
         raise _fail(f"name {node.id!r} is not generated", node)
     if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)) and not GENERATED.match(node.id):
         raise _fail(f"assignment to {node.id!r}", node)
-    if isinstance(node, ast.Attribute) and not _known_attribute(node.attr):
+    if isinstance(node, ast.Attribute) and not (_known_attribute(node.attr) or node.attr in extra_attrs):
         raise _fail(f"attribute {node.attr!r} is not allowed", node)
     if isinstance(node, ast.keyword) and (node.arg is None or node.arg.startswith("_")):
         raise _fail("keyword argument not allowed", node)

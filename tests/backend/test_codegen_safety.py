@@ -274,3 +274,17 @@ def test_lit_sends_other_values_through_the_constants_table():
     bare = registry.EmitCtx(g.nodes[-1], ["v0"], {})
     with pytest.raises(NndslLoweringError):
         bare.lit("not allowed")
+
+
+def test_the_decode_step_is_checked_too():
+    from nndsl.backend import safety
+    from nndsl.errors import NndslLoweringError
+
+    ok = "def step(self, cache, pos, v0):\n    v1 = kv.attend(cache, 0, v0, v0, v0, None, False)\n    return v1\n"
+    safety.check(ok, name="step", fixed=("self", "cache", "pos"), names=frozenset({"kv"}),
+                 attrs=frozenset({"attend"}))
+    for bad in (ok.replace("kv.attend", "kv.system"), ok.replace("v1 = ", "v1 = __import__('os') or "),
+                ok.replace("cache, 0", "cache, 'x'")):
+        with pytest.raises(NndslLoweringError, match="safety check"):
+            safety.check(bad, name="step", fixed=("self", "cache", "pos"), names=frozenset({"kv"}),
+                         attrs=frozenset({"attend"}))
