@@ -104,7 +104,13 @@ class Cluster:
                                    f"use a multiple of {self.world}, e.g. batch = {max(1, batch // self.world) * self.world}")
 
     def close(self) -> None:
+        """Leave the process group together: a barrier first, so no process tears its connections
+        down while another still talks to it (gloo aborts the process that sees that)."""
         if self.owned and dist.is_initialized():
+            try:
+                dist.barrier()
+            except Exception:  # a peer already failed: its own error is the one to report
+                pass
             dist.destroy_process_group()
             self.owned = False
 
