@@ -348,47 +348,39 @@ def _emit_triton(compiled, backend: str) -> None:
 def _dump_ir(compiled, backend: str, wanted: str) -> None:
     """Re-run the pipeline on a fresh graph, printing the IR after each run of pass ``wanted``."""
     from .elaborate import elaborate
-    from .ir.printer import print_graph
     from .passes import PIPELINES, pass_name, run_passes
 
     names = [pass_name(p) for p in PIPELINES[backend]]
     if wanted not in names and wanted not in (p.__name__ for p in PIPELINES[backend]):
         raise click.BadParameter(f"'{wanted}' is not a pass of the {backend} pipeline ({', '.join(names)})",
                                  param_hint="--dump-ir")
-    seen = [0]
+    run_passes(elaborate(compiled.program, compiled.model_name, compiled.hyperparams), backend,
+               after=_printer(backend, wanted, ""))
+    # the training objective (model + loss as one graph), when the file has one
+    if compiled.train is not None:
+        from .compiler import check, objective
 
-    def after(name: str, g) -> None:
-        seen[0] += 1
-        if wanted in (name, PIPELINES[backend][seen[0] - 1].__name__):
-            click.echo(f"// after {name} (pass {seen[0]} of {len(names)})")
-            click.echo(print_graph(g))
-
-    run_passes(elaborate(compiled.program, compiled.model_name, compiled.hyperparams), backend, after=after)
-    _dump_objective_ir(compiled, backend, wanted)
+        obj = objective(check(compiled.path or compiled.source, model=compiled.model_name,
+                              hyperparams=compiled.hyperparams))
+        if obj is not None:
+            run_passes(obj.graph, backend, after=_printer(backend, wanted, "objective (the model and its loss) "))
 
 
-def _dump_objective_ir(compiled, backend: str, wanted: str) -> None:
-    """The same for the training objective (model + loss as one graph), when the file has one."""
-    from .compiler import check, objective
+def _printer(backend: str, wanted: str, label: str):
+    """An ``after`` hook for run_passes printing the IR after each run of pass ``wanted``."""
     from .ir.printer import print_graph
-    from .passes import PIPELINES, pass_name, run_passes
+    from .passes import PIPELINES, pass_name
 
-    if compiled.train is None:
-        return
-    checked = check(compiled.path or compiled.source, model=compiled.model_name, hyperparams=compiled.hyperparams)
-    obj = objective(checked)
-    if obj is None:
-        return
-    names = [pass_name(p) for p in PIPELINES[backend]]
+    pipeline = PIPELINES[backend]
     seen = [0]
 
     def after(name: str, g) -> None:
         seen[0] += 1
-        if wanted in (name, PIPELINES[backend][seen[0] - 1].__name__):
-            click.echo(f"// objective (the model and its loss) after {name} (pass {seen[0]} of {len(names)})")
+        if wanted in (name, pipeline[seen[0] - 1].__name__):
+            click.echo(f"// {label}after {name} (pass {seen[0]} of {len(pipeline)})")
             click.echo(print_graph(g))
 
-    run_passes(obj.graph, backend, after=after)
+    return after
 
 
 from . import cli_views  # noqa: E402,F401  (registers nndsl plot and nndsl graph)

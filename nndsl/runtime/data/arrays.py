@@ -34,17 +34,23 @@ def npz(path: str, x: str = "x_train", y: str = "y_train", fields: list[str] = [
     the rows as part "train", the rest as "val". A string array named ``classes`` names the classes.
 
     Never unpickles (``allow_pickle=False``): an archive of Python objects is refused, not run."""
-    try:
-        found = resolve(path, base_dir, what="npz file")
-    except NndslDataError as miss:
-        try:
-            found = resolve(path, base_dir, what="folder of .npy files", accept=_npy_folder)
-        except NndslDataError:
-            raise miss from None
+    found = resolve_arrays(path, base_dir)
     wanted = _wanted(found, x, y, fields)
     arrays, classes = _read_arrays(found, wanted)
     return table_source(arrays, found, scale=scale, normalize=normalize, on=on, split=split, part=part,
                         dtype=dtype, classes=classes, keys={f: k for f, (k, _) in wanted.items()})
+
+
+def resolve_arrays(path: str, base_dir) -> Path:
+    """Where ``npz(path)`` reads: an .npz archive, else a folder of .npy files (the archive's error
+    when neither exists)."""
+    try:
+        return resolve(path, base_dir, what="npz file")
+    except NndslDataError as miss:
+        try:
+            return resolve(path, base_dir, what="folder of .npy files", accept=_npy_folder)
+        except NndslDataError:
+            raise miss from None
 
 
 def _npy_folder(p: Path) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ...errors import NndslDataError, NndslError
-from .arrays import _FLOATS, _npy_folder, _wanted, archive_names
+from .arrays import _FLOATS, _wanted, archive_names, resolve_arrays
 from .fields import FieldDesc
 from .idx import _FILES, _IDX_TYPES, _find
 from .paths import resolve
@@ -81,13 +81,7 @@ def _npy_header(stream) -> tuple[np.dtype, tuple[int, ...]]:
 def _npz(path: str, x: str = "x_train", y: str = "y_train", fields: list = (), scale: float = 1.0,
          normalize: bool = False, on: list = ("x",), split: float = 1.0, part: str = "train", dtype: str = "f32",
          *, base_dir=None) -> dict:
-    try:
-        found = resolve(path, base_dir, what="npz file")
-    except NndslDataError as miss:
-        try:
-            found = resolve(path, base_dir, what="folder of .npy files", accept=_npy_folder)
-        except NndslDataError:
-            raise miss from None
+    found = resolve_arrays(path, base_dir)
     names = archive_names(found)
     out = {}
     for f, (key, _) in _wanted(found, x, y, list(fields)).items():
