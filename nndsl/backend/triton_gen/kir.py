@@ -20,9 +20,10 @@ identical regions — the six blocks of a GPT — share one kernel.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 # op -> arity; "leaf" ops take their meaning from ``arg``
@@ -176,19 +177,21 @@ class KernelSpec:
     dropouts: tuple = ()  # p of each dropout slot
     compute: str = "f32"  # f32, or f64 when an input is f64
     name: str = "generated"  # a readable stem for the kernel's name (the ops it covers)
-    _sig: list = field(default_factory=list, compare=False, repr=False)
 
-    @property
-    def has_reduction(self) -> bool:
-        return any(n.op in REDUCTIONS for n in topo(o.node for o in self.outputs))
-
-    def nodes(self) -> list[KNode]:
+    # derived once per spec (a spec is immutable; launches read these on every call)
+    @functools.cached_property
+    def _nodes(self) -> list[KNode]:
         return topo(o.node for o in self.outputs)
 
-    def signature(self) -> str:
-        """Canonical text of the kernel: equal for equal kernels, whatever node identities."""
-        if self._sig:
-            return self._sig[0]
+    @functools.cached_property
+    def has_reduction(self) -> bool:
+        return any(n.op in REDUCTIONS for n in self._nodes)
+
+    def nodes(self) -> list[KNode]:
+        return self._nodes
+
+    @functools.cached_property
+    def _signature(self) -> str:
         idx: dict[int, int] = {}
         lines = [f"compute {self.compute}", f"scalars {self.n_scalars}",
                  f"dropouts {' '.join(repr(float(p)) for p in self.dropouts)}"]
@@ -199,10 +202,16 @@ class KernelSpec:
             lines.append(f"%{i} = {n.op}{arg} row={int(n.row)} ({' '.join(f'%{idx[id(a)]}' for a in n.args)})")
         lines += [f"out %{idx[id(o.node)]} {o.dtype} full={int(o.full)} keepdim={int(o.keepdim)}"
                   for o in self.outputs]
-        self._sig.append("\n".join(lines))
-        return self._sig[0]
+        return "\n".join(lines)
+
+    def signature(self) -> str:
+        """Canonical text of the kernel: equal for equal kernels, whatever node identities."""
+        return self._signature
+
+    @functools.cached_property
+    def _key(self) -> str:
+        return f"{self.name}_{hashlib.sha256(self._signature.encode()).hexdigest()[:16]}"
 
     def key(self) -> str:
         """A short stable name: readable stem + hash of the signature."""
-        h = hashlib.sha256(self.signature().encode()).hexdigest()[:16]
-        return f"{self.name}_{h}"
+        return self._key

@@ -158,19 +158,15 @@ def launch(spec: KernelSpec, inputs: Sequence[torch.Tensor], scalars: Sequence[f
         bc = max(4, _np2(C)) if one else loop_c
         br = max(1, min(_np2(R), tile // bc))
         meta = {"ONE_PASS": one}
-        grid = (triton_cdiv(R, br),)
+        grid = (-(-R // br),)
     else:
         bc = max(4, min(_np2(C), max_c))
         br = max(1, min(_np2(R), tile // bc))
         meta = {}
-        grid = (triton_cdiv(R, br), triton_cdiv(C, bc))
+        grid = (-(-R // br), -(-C // bc))
     warps = 4 if br * bc <= 2048 else 8 if br * bc <= 4096 else 16  # ~16 elements a thread per value
     kern[grid](*args, BLOCK_R=br, BLOCK_C=bc, DROPOUT=dropout, num_warps=warps, **meta)
     return outs
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 def _forward(spec: KernelSpec, inputs, scalars, seeds, training) -> list[torch.Tensor]:
@@ -287,7 +283,7 @@ def _reindex(bspec: KernelSpec, n_inputs: int) -> KernelSpec:
     present = sorted({-1 - s.src for s in bspec.inputs if s.src < 0})
     pos = {j: n_inputs + k for k, j in enumerate(present)}
     slots = tuple(replace(s, src=pos[-1 - s.src]) if s.src < 0 else s for s in bspec.inputs)
-    return replace(bspec, inputs=slots, _sig=[])
+    return replace(bspec, inputs=slots)
 
 
 def launch_at(spec: KernelSpec, inputs, scalars, seeds, training, S: tuple) -> list[torch.Tensor]:
